@@ -1,0 +1,1 @@
+"""trainserve: the HTTP front end, its data layer and its command line."""

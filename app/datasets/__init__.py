@@ -1,0 +1,1 @@
+"""Datasets: the built-ins and the owner's uploads."""

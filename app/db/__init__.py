@@ -1,0 +1,1 @@
+"""The data layer: engine and sessions, and the tables. Shared by the API and the workers."""

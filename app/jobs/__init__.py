@@ -1,0 +1,1 @@
+"""Training jobs: submit, read, list, cancel, and their metrics and checkpoints."""

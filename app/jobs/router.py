@@ -1,0 +1,63 @@
+"""Routes for /v1/jobs: thin, each calls one service function."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Response
+
+from app.deps import OwnerDep, SenderDep, SessionDep, SettingsDep
+from app.jobs import service
+from app.jobs.schemas import CheckpointList, CheckpointOut, JobOut, JobPage, MetricsOut, Status
+from models.spec import JobSpec
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+JobId = Annotated[str, "the job's id"]
+
+
+@router.post("", status_code=202, summary="Submit a training job",
+             responses={202: {"description": "recorded and queued; see Location"},
+                        404: {"description": "the dataset does not exist for this key"},
+                        422: {"description": "the spec is invalid; the detail names the field"},
+                        429: {"description": "too many queued or running jobs"}})
+def create(spec: JobSpec, session: SessionDep, sender: SenderDep, settings: SettingsDep,
+           owner: OwnerDep, response: Response,
+           idempotency_key: Annotated[str | None, Header(max_length=200)] = None) -> JobOut:
+    job, _ = service.create_job(session=session, sender=sender, settings=settings,
+                                owner=owner, spec=spec, idempotency_key=idempotency_key)
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    return service.to_out(job, service.model_ids(session, [job]).get(job.id))
+
+
+@router.get("", summary="List jobs, newest first")
+def list_(session: SessionDep, owner: OwnerDep, status: Status | None = None,
+          limit: Annotated[int, Query(ge=1, le=200)] = 50,
+          cursor: Annotated[str | None, Query(max_length=64)] = None) -> JobPage:
+    jobs, next_cursor = service.list_jobs(session=session, owner=owner, status=status,
+                                          limit=limit, cursor=cursor)
+    ids = service.model_ids(session, jobs)
+    return JobPage(items=[service.to_out(j, ids.get(j.id)) for j in jobs],
+                   next_cursor=next_cursor)
+
+
+@router.get("/{job_id}", summary="Get a job", responses={404: {"description": "no such job"}})
+def get(job_id: JobId, session: SessionDep, owner: OwnerDep) -> JobOut:
+    job = service.get_job(session=session, owner=owner, job_id=job_id)
+    return service.to_out(job, service.model_ids(session, [job]).get(job.id))
+
+
+@router.post("/{job_id}/cancel", status_code=202, summary="Cancel a job",
+             responses={409: {"description": "the job has already ended"}})
+def cancel(job_id: JobId, session: SessionDep, owner: OwnerDep) -> JobOut:
+    job = service.cancel_job(session=session, owner=owner, job_id=job_id)
+    return service.to_out(job, service.model_ids(session, [job]).get(job.id))
+
+
+@router.get("/{job_id}/metrics", summary="Per-epoch metrics, in order")
+def metrics(job_id: JobId, session: SessionDep, owner: OwnerDep) -> MetricsOut:
+    return MetricsOut(items=service.job_metrics(session=session, owner=owner, job_id=job_id))
+
+
+@router.get("/{job_id}/checkpoints", summary="The job's kept checkpoints")
+def checkpoints(job_id: JobId, session: SessionDep, owner: OwnerDep) -> CheckpointList:
+    rows = service.job_checkpoints(session=session, owner=owner, job_id=job_id)
+    return CheckpointList(items=[CheckpointOut.model_validate(r, from_attributes=True)
+                                 for r in rows])

@@ -1,0 +1,56 @@
+"""What the jobs routes return. The request body is models.spec.JobSpec."""
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+
+
+class Progress(BaseModel):
+    epoch: int
+    epochs: int
+    fraction: float
+
+
+class JobOut(BaseModel):
+    id: str
+    name: str
+    status: Status
+    spec: dict[str, Any] = Field(description="the full spec with defaults filled in")
+    progress: Progress
+    metrics: dict[str, Any] | None = Field(description="the latest epoch's metrics")
+    attempts: int
+    error: str | None
+    model_id: str | None = Field(description="set once the job has produced a model")
+    device: str | None = Field(description="where it trained, once it started")
+    cancel_requested: bool
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class JobPage(BaseModel):
+    items: list[JobOut]
+    next_cursor: str | None = Field(description="pass as `cursor` for the next page")
+
+
+class MetricsOut(BaseModel):
+    items: list[dict[str, Any]] = Field(
+        description="one row per recorded epoch, in order: train_loss and val_loss (mean "
+        "cross-entropy, nats), train_accuracy and val_accuracy, examples_per_s, seconds; "
+        "character models add train_bpc, val_bpc and val_perplexity")
+
+
+class CheckpointOut(BaseModel):
+    id: str
+    epoch: int
+    sha256: str
+    bytes: int
+    metrics: dict[str, Any]
+    created_at: datetime
+
+
+class CheckpointList(BaseModel):
+    items: list[CheckpointOut]

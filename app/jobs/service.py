@@ -1,0 +1,158 @@
+"""Jobs: the rules. Routes call these with keyword arguments; every query is owner-scoped."""
+
+from datetime import timedelta
+from typing import Any
+
+from celery import Celery
+from sqlalchemy import Select, func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app.broker import send_train
+from app.config import Settings
+from app.datasets.service import resolve_dataset
+from app.db.tables import Checkpoint, EpochMetric, Job, Owner, TrainedModel, WorkerSeen, utcnow
+from app.errors import ApiError, conflict, invalid, not_found
+from app.jobs.schemas import JobOut, Progress
+from models import registry
+from models.spec import MAX_PARAMETERS, JobSpec
+
+ACTIVE = ("queued", "running")
+GPU_WORKER_FRESH = timedelta(seconds=60)
+
+
+def scoped(query: Select[Any], owner: Owner, column: Any) -> Select[Any]:
+    return query if owner.is_admin else query.where(column == owner.id)
+
+
+def _check_fits(spec: JobSpec, info: dict[str, Any]) -> None:
+    arch = spec.model.arch
+    if info["kind"] == "text" and arch not in registry.TEXT_ARCHS:
+        raise invalid("model.arch", f"'{arch}' does not train on text; use rnn, gru or lstm")
+    if info["kind"] == "images" and arch not in registry.IMAGE_ARCHS:
+        raise invalid("model.arch", f"'{arch}' does not train on images; use mlp or cnn")
+    if info["kind"] == "text":
+        size = info["num_examples"]
+        train_chars = size - int(size * (spec.training.validation_fraction
+                                         if spec.training.validation_fraction is not None
+                                         else info.get("validation_fraction", 0.1)))
+        if spec.training.seq_len + 1 > train_chars:
+            raise invalid("training.seq_len", f"the training text has {train_chars} "
+                          f"characters; seq_len must be at most {train_chars - 1}")
+    config = registry.config_from_spec(spec.model, info)
+    params = registry.count_parameters(arch, config)
+    if params > MAX_PARAMETERS:
+        raise invalid("model", f"{params:,} parameters; the limit is {MAX_PARAMETERS:,}")
+
+
+def _queue_for(session: Session, spec: JobSpec) -> str:
+    if spec.device == "cuda":
+        return "gpu"
+    if spec.device == "cpu":
+        return "cpu"
+    fresh = utcnow() - GPU_WORKER_FRESH
+    gpu_alive = session.execute(select(WorkerSeen.name).where(
+        WorkerSeen.queue == "gpu", WorkerSeen.last_seen > fresh).limit(1)).first()
+    return "gpu" if gpu_alive else "cpu"
+
+
+def create_job(*, session: Session, sender: Celery, settings: Settings, owner: Owner,
+               spec: JobSpec, idempotency_key: str | None) -> tuple[Job, bool]:
+    """Record the job, then send its wake-up call. Returns (job, created)."""
+    if idempotency_key:
+        existing = session.execute(select(Job).where(
+            Job.owner_id == owner.id, Job.idempotency_key == idempotency_key)).scalar_one_or_none()
+        if existing is not None:
+            return existing, False
+    info = resolve_dataset(session=session, owner=owner, ref=spec.dataset)
+    _check_fits(spec, info)
+    active = session.execute(select(func.count()).select_from(Job).where(
+        Job.owner_id == owner.id, Job.status.in_(ACTIVE))).scalar_one()
+    if active >= settings.max_queued_jobs_per_owner:
+        raise ApiError(429, f"{active} jobs are queued or running; the limit is "
+                       f"{settings.max_queued_jobs_per_owner}", headers={"Retry-After": "30"})
+    job = Job(owner_id=owner.id, name=spec.name, spec=spec.model_dump(mode="json"),
+              dataset_ref=spec.dataset, queue=_queue_for(session, spec),
+              epochs=spec.training.epochs, idempotency_key=idempotency_key)
+    session.add(job)
+    try:
+        session.commit()
+    except IntegrityError:  # the same Idempotency-Key, sent twice at once
+        session.rollback()
+        existing = session.execute(select(Job).where(
+            Job.owner_id == owner.id, Job.idempotency_key == idempotency_key)).scalar_one()
+        return existing, False
+    # The row is the record; a lost send is repaired by the reconciler, never by the client.
+    if send_train(sender, job.id, job.queue):
+        session.execute(update(Job).where(Job.id == job.id).values(sent_at=utcnow()))
+        session.commit()
+    return job, True
+
+
+def get_job(*, session: Session, owner: Owner, job_id: str) -> Job:
+    job = session.execute(scoped(select(Job).where(Job.id == job_id), owner, Job.owner_id)
+                          ).scalar_one_or_none()
+    if job is None:
+        raise not_found("job")
+    return job
+
+
+def list_jobs(*, session: Session, owner: Owner, status: str | None, limit: int,
+              cursor: str | None) -> tuple[list[Job], str | None]:
+    query = scoped(select(Job), owner, Job.owner_id).order_by(Job.id.desc()).limit(limit + 1)
+    if status:
+        query = query.where(Job.status == status)
+    if cursor:
+        query = query.where(Job.id < cursor)
+    jobs = list(session.execute(query).scalars())
+    more = len(jobs) > limit
+    jobs = jobs[:limit]
+    return jobs, (jobs[-1].id if more and jobs else None)
+
+
+def model_ids(session: Session, jobs: list[Job]) -> dict[str, str]:
+    if not jobs:
+        return {}
+    rows = session.execute(select(TrainedModel.job_id, TrainedModel.id).where(
+        TrainedModel.job_id.in_([j.id for j in jobs])))
+    return dict(rows.tuples().all())
+
+
+def to_out(job: Job, model_id: str | None) -> JobOut:
+    return JobOut(
+        id=job.id, name=job.name, status=job.status, spec=job.spec,  # type: ignore[arg-type]
+        progress=Progress(epoch=job.epoch, epochs=job.epochs,
+                          fraction=round(job.epoch / job.epochs, 6) if job.epochs else 0.0),
+        metrics=job.latest_metrics, attempts=job.attempts, error=job.error, model_id=model_id,
+        device=job.device_used, cancel_requested=job.cancel_requested,
+        created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at)
+
+
+def cancel_job(*, session: Session, owner: Owner, job_id: str) -> Job:
+    job = get_job(session=session, owner=owner, job_id=job_id)
+    flagged = session.execute(update(Job).where(Job.id == job.id, Job.status.in_(ACTIVE))
+                              .values(cancel_requested=True)
+                              .execution_options(synchronize_session=False)).rowcount
+    if not flagged:
+        session.rollback()
+        raise conflict(f"the job is already {job.status}")
+    # A queued job ends here; a running one ends when its worker next looks (it checkpoints).
+    session.execute(update(Job).where(Job.id == job.id, Job.status == "queued")
+                    .values(status="cancelled", finished_at=utcnow())
+                    .execution_options(synchronize_session=False))
+    session.commit()
+    session.refresh(job)
+    return job
+
+
+def job_metrics(*, session: Session, owner: Owner, job_id: str) -> list[dict[str, Any]]:
+    job = get_job(session=session, owner=owner, job_id=job_id)
+    rows = session.execute(select(EpochMetric.epoch, EpochMetric.values)
+                           .where(EpochMetric.job_id == job.id).order_by(EpochMetric.epoch))
+    return [{"epoch": epoch, **values} for epoch, values in rows]
+
+
+def job_checkpoints(*, session: Session, owner: Owner, job_id: str) -> list[Checkpoint]:
+    job = get_job(session=session, owner=owner, job_id=job_id)
+    return list(session.execute(select(Checkpoint).where(Checkpoint.job_id == job.id)
+                                .order_by(Checkpoint.epoch)).scalars())

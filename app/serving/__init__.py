@@ -1,0 +1,1 @@
+"""Serving: /v1/models and their predictions."""

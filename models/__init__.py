@@ -1,0 +1,1 @@
+"""The model zoo, its data and its checkpoint format. Imports neither app/ nor workers/."""

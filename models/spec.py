@@ -1,0 +1,173 @@
+"""The job spec: what to build, on what data, and how to train it.
+
+Validated once by the API with bounds on every number and enums for every name, stored with
+its defaults filled in, and read back by the trainer. Unknown fields are errors so that a
+typo never silently trains the wrong thing.
+"""
+
+import math
+import re
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+MAX_PARAMETERS = 50_000_000
+Width = Annotated[int, Field(ge=1, le=8192)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Activation(StrEnum):
+    relu = "relu"
+    tanh = "tanh"
+    sigmoid = "sigmoid"
+    gelu = "gelu"
+
+
+class MLPSpec(Strict):
+    arch: Literal["mlp"]
+    hidden_sizes: list[Width] = Field(default=[1000, 1000], max_length=16)
+    activation: Activation = Activation.relu
+    dropout: float = Field(0.0, ge=0, lt=1)
+
+
+class CNNSpec(Strict):
+    arch: Literal["cnn"]
+    channels: list[Annotated[int, Field(ge=1, le=1024)]] = Field(
+        default=[32, 64], min_length=1, max_length=8)
+    kernel_size: int = Field(3, ge=1, le=11)
+    pool: Literal["max", "avg", "none"] = "max"
+    hidden_sizes: list[Width] = Field(default=[128], max_length=8)
+    activation: Activation = Activation.relu
+    dropout: float = Field(0.0, ge=0, lt=1)
+    batch_norm: bool = False
+
+
+class RecurrentSpec(Strict):
+    arch: Literal["rnn", "gru", "lstm"]
+    hidden_size: int = Field(128, ge=1, le=4096)
+    num_layers: int = Field(1, ge=1, le=8)
+    embedding_dim: int | None = Field(None, ge=1, le=4096,
+                                      description="one-hot input when absent")
+    dropout: float = Field(0.0, ge=0, lt=1, description="between stacked layers")
+    activation: Literal["tanh", "relu"] = Field("tanh", description="rnn only")
+
+    @model_validator(mode="after")
+    def _activation_only_for_rnn(self) -> "RecurrentSpec":
+        if self.arch != "rnn" and self.activation != "tanh":
+            raise ValueError(f"activation is fixed for {self.arch}; only rnn takes 'relu'")
+        return self
+
+
+ModelSpec = Annotated[MLPSpec | CNNSpec | RecurrentSpec, Field(discriminator="arch")]
+Lr = Annotated[float, Field(gt=0, le=100)]
+Decay = Annotated[float, Field(ge=0, le=1)]
+
+
+class AdadeltaSpec(Strict):
+    """Zeiler's rule exactly as the seed wrote it; defaults are the seed's lr, rho and eps."""
+
+    name: Literal["adadelta"]
+    lr: Lr = 0.1
+    rho: float = Field(0.95, gt=0, lt=1)
+    eps: float = Field(1e-5, gt=0, le=1)
+    weight_decay: Decay = 0.0
+
+
+class AdagradSpec(Strict):
+    name: Literal["adagrad"]
+    lr: Lr = 0.01
+    lr_decay: float = Field(0.0, ge=0, le=1)
+    eps: float = Field(1e-10, gt=0, le=1)
+    weight_decay: Decay = 0.0
+
+
+class AdamSpec(Strict):
+    name: Literal["adam", "adamw"]
+    lr: Lr = 0.001
+    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (
+        0.9, 0.999)
+    eps: float = Field(1e-8, gt=0, le=1)
+    weight_decay: Decay | None = Field(None, description="0 for adam, 0.01 for adamw if absent")
+
+    @model_validator(mode="after")
+    def _default_decay(self) -> "AdamSpec":
+        if self.weight_decay is None:
+            self.weight_decay = 0.01 if self.name == "adamw" else 0.0
+        return self
+
+
+class SGDSpec(Strict):
+    name: Literal["sgd"]
+    lr: Lr = 0.01
+    momentum: float = Field(0.0, ge=0, lt=1)
+    nesterov: bool = False
+    weight_decay: Decay = 0.0
+
+    @model_validator(mode="after")
+    def _nesterov_needs_momentum(self) -> "SGDSpec":
+        if self.nesterov and self.momentum == 0:
+            raise ValueError("nesterov needs a momentum above 0")
+        return self
+
+
+class RMSpropSpec(Strict):
+    name: Literal["rmsprop"]
+    lr: Lr = 0.01
+    alpha: float = Field(0.99, gt=0, lt=1)
+    eps: float = Field(1e-8, gt=0, le=1)
+    momentum: float = Field(0.0, ge=0, lt=1)
+    weight_decay: Decay = 0.0
+
+
+OptimizerSpec = Annotated[
+    AdadeltaSpec | AdagradSpec | AdamSpec | SGDSpec | RMSpropSpec, Field(discriminator="name")]
+
+
+class TrainingSpec(Strict):
+    epochs: int = Field(10, ge=1, le=100_000)
+    batch_size: int = Field(64, ge=1, le=65_536)
+    l2: float = Field(0.0, ge=0, le=10, description="the seed's reg * sum(W**2) over weight "
+                      "matrices, added to the loss; distinct from optimizer weight decay")
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    validation_fraction: float | None = Field(
+        None, ge=0, le=0.5, description="held-out share; the dataset's fixed split if absent")
+    seq_len: int = Field(64, ge=1, le=4096, description="characters per training window")
+    grad_clip: float | None = Field(None, gt=0, le=1e6, description="max gradient norm")
+    checkpoint_every: int | None = Field(
+        None, ge=1, le=100_000, description="epochs between checkpoints; a tenth of the run "
+        "if absent")
+    keep_checkpoints: int = Field(3, ge=1, le=100, description="latest checkpoints kept")
+
+    @property
+    def checkpoint_interval(self) -> int:
+        return self.checkpoint_every or max(1, math.ceil(self.epochs / 10))
+
+
+DATASET_REF = re.compile(r"^(builtin:[a-z0-9][a-z0-9-]{0,40}|[0-9a-f]{28})$")
+
+
+class JobSpec(Strict):
+    name: str | None = Field(None, min_length=1, max_length=200)
+    dataset: str = Field(description="builtin:NAME or an uploaded dataset's id",
+                         examples=["builtin:hihello"])
+    model: ModelSpec
+    optimizer: OptimizerSpec = Field(default_factory=lambda: AdamSpec(name="adam"))
+    training: TrainingSpec = Field(default_factory=TrainingSpec)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    @field_validator("dataset")
+    @classmethod
+    def _dataset_ref(cls, value: str) -> str:
+        if not DATASET_REF.match(value):
+            raise ValueError("must be builtin:NAME or a dataset id")
+        return value
+
+    @model_validator(mode="after")
+    def _default_name(self) -> "JobSpec":
+        if self.name is None:
+            self.name = f"{self.model.arch}-{self.dataset.removeprefix('builtin:')}"
+        return self

@@ -1,0 +1,141 @@
+"""What a training run writes: metric rows, checkpoints, and how the job ended.
+
+Every write is conditional on this worker still holding the job's lease, so a worker that
+lost its lease (and whose job now runs elsewhere) can never overwrite the new owner's work.
+"""
+
+import logging
+from typing import Any
+
+import torch
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
+
+from app.db.engine import session_scope
+from app.db.tables import Checkpoint, EpochMetric, Job, TrainedModel, utcnow
+from models import checkpoint as ckpt
+from workers.runtime import Runtime
+from workers.trainer import Resume
+
+log = logging.getLogger(__name__)
+
+
+class LeaseLost(Exception):
+    """Another worker owns the job now; stop without writing anything more."""
+
+
+def _hold(session: Session, rt: Runtime, job_id: str, **values: Any) -> None:
+    """Update the job only while this worker holds its lease (a bare check if no values)."""
+    values = values or {"lease_owner": rt.name}
+    result = session.execute(
+        update(Job).where(Job.id == job_id, Job.lease_owner == rt.name, Job.status == "running")
+        .values(**values).execution_options(synchronize_session=False))
+    if result.rowcount != 1:
+        raise LeaseLost(job_id)
+
+
+def record_epoch(rt: Runtime, job_id: str, epoch: int, metrics: dict[str, float]) -> None:
+    with session_scope(rt.sessions) as session:
+        _hold(session, rt, job_id, epoch=epoch, latest_metrics={"epoch": epoch, **metrics})
+        session.add(EpochMetric(job_id=job_id, epoch=epoch, values=metrics))
+
+
+def record_checkpoint(rt: Runtime, job_id: str, epoch: int, tensors: dict[str, torch.Tensor],
+                      meta: dict[str, Any]) -> None:
+    relative = ckpt.relative_path(job_id, epoch)
+    path = ckpt.resolve(rt.settings.artifact_dir, relative)
+    sha256, size = ckpt.save(path, tensors, meta)
+    with session_scope(rt.sessions) as session:
+        _hold(session, rt, job_id)
+        row = Checkpoint(job_id=job_id, epoch=epoch, path=relative, sha256=sha256, bytes=size,
+                         metrics=meta["metrics"])
+        session.add(row)
+        session.flush()
+        _follow(session, job_id, row, meta)
+    _prune(rt, job_id)
+
+
+def _follow(session: Session, job_id: str, row: Checkpoint, meta: dict[str, Any]) -> None:
+    """The job's model record points at its newest checkpoint (made at the first one)."""
+    model = session.execute(select(TrainedModel).where(TrainedModel.job_id == job_id)
+                            ).scalar_one_or_none()
+    metrics = {"epoch": row.epoch, **row.metrics}
+    if model is None:
+        job = session.get(Job, job_id)
+        assert job is not None
+        session.add(TrainedModel(owner_id=job.owner_id, job_id=job_id, checkpoint_id=row.id,
+                                 name=job.name, arch=meta["arch"], task=meta["task"],
+                                 info={"dataset": job.dataset_ref, **meta["data"]},
+                                 metrics=metrics))
+    else:
+        model.checkpoint_id, model.metrics = row.id, metrics
+
+
+def _prune(rt: Runtime, job_id: str) -> None:
+    """Keep the job's latest K checkpoints (and any a model points at); drop the rest."""
+    with session_scope(rt.sessions) as session:
+        job = session.get(Job, job_id)
+        keep = job.spec["training"]["keep_checkpoints"] if job else 3
+        rows = session.execute(select(Checkpoint).where(Checkpoint.job_id == job_id)
+                               .order_by(Checkpoint.epoch.desc())).scalars().all()
+        pinned = set(session.execute(select(TrainedModel.checkpoint_id)
+                                     .where(TrainedModel.job_id == job_id)).scalars())
+        doomed = [row for row in rows[keep:] if row.id not in pinned]
+        for row in doomed:
+            session.delete(row)
+        paths = [row.path for row in doomed]
+    for relative in paths:  # files go only after their rows are gone
+        ckpt.resolve(rt.settings.artifact_dir, relative).unlink(missing_ok=True)
+
+
+def prepare_resume(rt: Runtime, job_id: str, device: str) -> Resume | None:
+    """The newest checkpoint whose bytes match its recorded hash. Rows and metric rows past
+    it are dropped: the resumed run recomputes exactly those epochs."""
+    with session_scope(rt.sessions) as session:
+        rows = session.execute(select(Checkpoint).where(Checkpoint.job_id == job_id)
+                               .order_by(Checkpoint.epoch.desc())).scalars().all()
+        resume: Resume | None = None
+        for row in rows:
+            try:
+                tensors, meta = ckpt.load(ckpt.resolve(rt.settings.artifact_dir, row.path),
+                                          row.sha256)
+            except ckpt.CheckpointError as exc:
+                log.warning("checkpoint %s of job %s refused: %s", row.epoch, job_id, exc)
+                continue
+            if meta["metrics"].get("partial"):
+                continue  # a cancel's mid-epoch snapshot is no place to resume from
+            resume = Resume(epoch=row.epoch, tensors=tensors, meta=meta)
+            break
+        after = resume.epoch if resume else 0
+        session.execute(delete(Checkpoint).where(Checkpoint.job_id == job_id,
+                                                 Checkpoint.epoch > after))
+        session.execute(delete(EpochMetric).where(EpochMetric.job_id == job_id,
+                                                  EpochMetric.epoch > after))
+        _hold(session, rt, job_id, epoch=after, device_used=device)
+    return resume
+
+
+def succeed(rt: Runtime, job_id: str) -> None:
+    with session_scope(rt.sessions) as session:
+        _hold(session, rt, job_id, status="succeeded", finished_at=utcnow(),
+              lease_owner=None, lease_expires_at=None)
+        _set_model_status(session, job_id, "ready")
+
+
+def _set_model_status(session: Session, job_id: str, status: str) -> None:
+    session.execute(update(TrainedModel).where(TrainedModel.job_id == job_id)
+                    .values(status=status).execution_options(synchronize_session=False))
+
+
+def finish(rt: Runtime, job_id: str, status: str, error: str | None = None) -> None:
+    with session_scope(rt.sessions) as session:
+        _hold(session, rt, job_id, status=status, error=error, finished_at=utcnow(),
+              lease_owner=None, lease_expires_at=None)
+        _set_model_status(session, job_id, "unavailable")
+
+
+def release(rt: Runtime, job_id: str) -> None:
+    """Hand the job back (shutdown, infrastructure trouble) so another worker resumes it."""
+    with session_scope(rt.sessions) as session:
+        _hold(session, rt, job_id, status="queued", lease_owner=None, lease_expires_at=None,
+              sent_at=None)

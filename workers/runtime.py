@@ -1,0 +1,29 @@
+"""What a worker child needs, made once per process after the fork (never in the parent)."""
+
+import os
+import socket
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.config import Settings, get_settings
+from app.db.engine import make_engine, make_sessionmaker
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    sessions: sessionmaker[Session]
+    name: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+
+
+@lru_cache
+def _runtime_for(pid: int) -> Runtime:
+    settings = get_settings()
+    return Runtime(settings=settings, sessions=make_sessionmaker(make_engine(settings)))
+
+
+def runtime() -> Runtime:
+    # Keyed by pid so that a forked child never reuses its parent's connection pool.
+    return _runtime_for(os.getpid())

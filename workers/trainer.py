@@ -1,0 +1,200 @@
+"""The training loop. Knows nothing of the database: it reports through `Hooks`.
+
+Every epoch's data order comes from (seed, epoch), and checkpoints carry model, optimizer
+and RNG state, so a run resumed from epoch k continues exactly as if it had never stopped.
+"""
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+from models import registry
+from models.checkpoint import pack_optimizer, prefixed, strip_prefix, unpack_optimizer
+from models.data import ImageData, TextData, windows
+from models.layers import l2_penalty
+from models.spec import JobSpec
+from workers.optimizers import make_optimizer
+
+EVAL_BATCH = 1024
+
+
+class TrainingError(Exception):
+    """The job's own fault (its data, its spec, a diverging loss): not worth retrying."""
+
+
+class Hooks(Protocol):
+    def stop_reason(self) -> str | None:
+        """Checked between batches: 'cancel', 'shutdown', 'lease_lost' or None."""
+
+    def on_epoch(self, epoch: int, metrics: dict[str, float]) -> None: ...
+
+    def on_checkpoint(self, epoch: int, tensors: dict[str, torch.Tensor],
+                      meta: dict[str, Any]) -> None: ...
+
+
+@dataclass
+class Resume:
+    epoch: int
+    tensors: dict[str, torch.Tensor]
+    meta: dict[str, Any]
+
+
+@dataclass
+class Batches:
+    """Inputs and targets held as tensors on the device, batched by index."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.x[index], self.y[index]
+
+
+def _batches(data: ImageData | TextData, seq_len: int,
+             device: torch.device) -> tuple[Batches, Batches | None]:
+    if isinstance(data, ImageData):
+        train = Batches(data.x_train.to(device), data.y_train.to(device))
+        val = Batches(data.x_val.to(device), data.y_val.to(device)) if len(data.y_val) else None
+        return train, val
+    train_windows = windows(data.train, seq_len)
+    if len(train_windows) == 0:
+        raise TrainingError(f"training text is shorter than seq_len + 1 = {seq_len + 1}")
+    train_windows = train_windows.to(device)
+    train = Batches(train_windows[:, :-1], train_windows[:, 1:])
+    val = None
+    if len(data.val) >= 2:
+        val_windows = windows(data.val, min(seq_len, len(data.val) - 1)).to(device)
+        val = Batches(val_windows[:, :-1], val_windows[:, 1:])
+    return train, val
+
+
+def data_info(data: ImageData | TextData) -> dict[str, Any]:
+    if isinstance(data, ImageData):
+        return {"classes": data.classes, "shape": data.shape}
+    return {"vocab": data.vocab}
+
+
+class Trainer:
+    def __init__(self, spec: JobSpec, data: ImageData | TextData, device: torch.device) -> None:
+        self.spec = spec
+        self.device = device
+        self.text = isinstance(data, TextData)
+        self.info = data_info(data)
+        self.train_set, self.val_set = _batches(data, spec.training.seq_len, device)
+        self.config = registry.config_from_spec(spec.model, self.info)
+        torch.manual_seed(spec.training.seed)
+        self.model: nn.Module = registry.build(spec.model.arch, self.config).to(device)
+        self.optimizer = make_optimizer(spec.optimizer, self.model.parameters())
+        self.epoch = 0
+
+    # -- checkpoints -------------------------------------------------------------------
+    def state(self, metrics: dict[str, float]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        optim_tensors, optim_meta = pack_optimizer(self.optimizer.state_dict())
+        tensors = {**prefixed("model.", self.model.state_dict()), **optim_tensors,
+                   "rng.torch": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
+        meta = {"arch": self.spec.model.arch, "config": registry.config_dict(self.config),
+                "task": "char" if self.text else "classifier", "data": self.info,
+                "epoch": self.epoch, "metrics": metrics, "optimizer": optim_meta,
+                "spec": self.spec.model_dump(mode="json")}
+        return tensors, meta
+
+    def restore(self, resume: Resume, *, weights_only: bool = False) -> None:
+        self.model.load_state_dict(strip_prefix("model.", resume.tensors))
+        if weights_only:
+            return
+        self.optimizer.load_state_dict(unpack_optimizer(resume.tensors, resume.meta["optimizer"]))
+        torch.set_rng_state(resume.tensors["rng.torch"])
+        if self.device.type == "cuda" and "rng.cuda" in resume.tensors:
+            torch.cuda.set_rng_state(resume.tensors["rng.cuda"], self.device)
+        self.epoch = resume.epoch
+
+    # -- the loop ----------------------------------------------------------------------
+    def run(self, hooks: Hooks) -> str:
+        """Train to the last epoch; returns 'succeeded' or the reason it stopped early."""
+        epochs = self.spec.training.epochs
+        interval = self.spec.training.checkpoint_interval
+        metrics: dict[str, float] = {}
+        while self.epoch < epochs:
+            started = time.perf_counter()
+            train_stats = self.train_one_epoch(self.epoch + 1, hooks)
+            if train_stats is None:
+                reason = hooks.stop_reason() or "cancel"
+                if reason == "cancel":
+                    hooks.on_checkpoint(self.epoch, *self.state(metrics | {"partial": 1.0}))
+                return reason
+            train_seconds = time.perf_counter() - started
+            self.epoch += 1
+            metrics = self._metrics(train_stats, train_seconds)
+            metrics["seconds"] = time.perf_counter() - started
+            if not math.isfinite(metrics["train_loss"]):
+                raise TrainingError(f"training loss became {metrics['train_loss']} at epoch "
+                                    f"{self.epoch}; try a lower learning rate or grad_clip")
+            hooks.on_epoch(self.epoch, metrics)
+            if self.epoch % interval == 0 or self.epoch == epochs:
+                hooks.on_checkpoint(self.epoch, *self.state(metrics))
+        return "succeeded"
+
+    def train_one_epoch(self, epoch: int, hooks: Hooks) -> tuple[float, float, int] | None:
+        training = self.spec.training
+        self.model.train()
+        n = len(self.train_set)
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(
+            training.seed * 1_000_003 + epoch)).to(self.device)
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device, dtype=torch.int64)
+        for start in range(0, n, training.batch_size):
+            if hooks.stop_reason() is not None:
+                return None
+            x, y = self.train_set.batch(order[start:start + training.batch_size])
+            logits, loss = self.model(x, y)
+            assert loss is not None
+            objective = loss + training.l2 * l2_penalty(self.model) if training.l2 else loss
+            self.optimizer.zero_grad(set_to_none=True)
+            objective.backward()
+            if training.grad_clip:
+                nn.utils.clip_grad_norm_(self.model.parameters(), training.grad_clip)
+            self.optimizer.step()
+            # Kept on the device: a .item() per batch would stall a GPU.
+            loss_sum += loss.detach() * y.numel()
+            correct += (logits.detach().argmax(-1) == y).sum()
+        count = n * (self.train_set.y[0].numel() if n else 1)
+        return loss_sum.item(), float(correct.item()), count
+
+    @torch.no_grad()
+    def evaluate(self, batches: Batches) -> tuple[float, float]:
+        self.model.eval()
+        loss_sum, correct, count = 0.0, 0, 0
+        for start in range(0, len(batches), EVAL_BATCH):
+            index = torch.arange(start, min(start + EVAL_BATCH, len(batches)), device=self.device)
+            x, y = batches.batch(index)
+            logits, loss = self.model(x, y)
+            assert loss is not None
+            loss_sum += loss.item() * y.numel()
+            correct += int((logits.argmax(-1) == y).sum().item())
+            count += y.numel()
+        return loss_sum / count, correct / count
+
+    def _metrics(self, train_stats: tuple[float, float, int], seconds: float) -> dict[str, float]:
+        loss_sum, correct, count = train_stats
+        metrics = {"train_loss": loss_sum / count,
+                   "train_accuracy": correct / count,
+                   "examples_per_s": len(self.train_set) / seconds if seconds else 0.0,
+                   "lr": float(self.optimizer.param_groups[0]["lr"])}
+        if self.val_set is not None:
+            metrics["val_loss"], metrics["val_accuracy"] = self.evaluate(self.val_set)
+        if self.text:
+            metrics["train_bpc"] = metrics["train_loss"] / math.log(2)
+            metrics["chars_per_s"] = count / seconds if seconds else 0.0
+            if "val_loss" in metrics:
+                metrics["val_bpc"] = metrics["val_loss"] / math.log(2)
+                metrics["val_perplexity"] = math.exp(min(metrics["val_loss"], 700.0))
+        return metrics
