@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     lease_seconds: float = Field(30.0, gt=0, description="how long a worker's claim on a job lasts")
     heartbeat_seconds: float = Field(5.0, gt=0, description="how often a worker renews its lease")
     max_attempts: int = Field(3, ge=1, le=100)
+    reconcile_seconds: float = Field(5.0, gt=0, description="how often the reconciler looks")
+    resend_after_seconds: float = Field(
+        60.0, gt=0, description="a queued job not taken this long after its send is sent again")
     max_upload_bytes: int = Field(256 * 1024 * 1024, ge=1)
     max_queued_jobs_per_owner: int = Field(100, ge=1)
     log_level: str = "INFO"

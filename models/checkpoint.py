@@ -78,10 +78,14 @@ def write_atomic(path: Path, data: bytes) -> None:
         os.close(dir_fd)
 
 
-def save(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> tuple[str, int]:
-    data = encode(tensors, meta)
+def write(path: Path, data: bytes) -> tuple[str, int]:
+    """Write encoded checkpoint bytes atomically; returns their sha256 and size."""
     write_atomic(path, data)
     return hashlib.sha256(data).hexdigest(), len(data)
+
+
+def save(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> tuple[str, int]:
+    return write(path, encode(tensors, meta))
 
 
 def load(path: Path, sha256: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -9,10 +9,11 @@ import os
 
 import torch
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.signals import worker_process_init, worker_ready, worker_shutdown
 
 from app.broker import celery_config
 from app.config import Settings, get_settings
+from workers.reconciler import Reconciler
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,25 @@ def _init_child(**_: object) -> None:
     threads = torch_threads(get_settings())
     torch.set_num_threads(threads)
     log.info("worker child %d uses %d torch threads", os.getpid(), threads)
+
+
+_reconcilers: list[Reconciler] = []
+
+
+@worker_ready.connect
+def _start_reconciler(**_: object) -> None:
+    queues = sorted(app.amqp.queues.consume_from or app.amqp.queues)
+    # torch.cuda.is_available() only asks the driver; it does not initialise CUDA.
+    device = "cuda" if "gpu" in queues and torch.cuda.is_available() else "cpu"
+    reconciler = Reconciler(get_settings(), app, queues, device)
+    reconciler.start()
+    _reconcilers.append(reconciler)
+
+
+@worker_shutdown.connect
+def _stop_reconciler(**_: object) -> None:
+    for reconciler in _reconcilers:
+        reconciler.stop()
 
 
 app = create_app(get_settings())

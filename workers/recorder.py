@@ -7,7 +7,6 @@ lost its lease (and whose job now runs elsewhere) can never overwrite the new ow
 import logging
 from typing import Any
 
-import torch
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
@@ -40,11 +39,13 @@ def record_epoch(rt: Runtime, job_id: str, epoch: int, metrics: dict[str, float]
         session.add(EpochMetric(job_id=job_id, epoch=epoch, values=metrics))
 
 
-def record_checkpoint(rt: Runtime, job_id: str, epoch: int, tensors: dict[str, torch.Tensor],
+def record_checkpoint(rt: Runtime, job_id: str, epoch: int, data: bytes,
                       meta: dict[str, Any]) -> None:
+    """Write the encoded checkpoint whole, then its row; a crash between leaves only an
+    orphan file, never a row without its file."""
     relative = ckpt.relative_path(job_id, epoch)
     path = ckpt.resolve(rt.settings.artifact_dir, relative)
-    sha256, size = ckpt.save(path, tensors, meta)
+    sha256, size = ckpt.write(path, data)
     with session_scope(rt.sessions) as session:
         _hold(session, rt, job_id)
         row = Checkpoint(job_id=job_id, epoch=epoch, path=relative, sha256=sha256, bytes=size,

@@ -2,33 +2,45 @@
 
 import logging
 import re
+from typing import Any
 
 import torch
 
+from models import checkpoint as ckpt
 from models.data import BUILTINS, ImageData, TextData, load_builtin
 from models.spec import JobSpec
 from workers import lease, recorder
 from workers.recorder import LeaseLost
 from workers.runtime import Runtime
 from workers.trainer import Trainer, TrainingError
+from workers.writer import BackgroundWriter
 
 log = logging.getLogger(__name__)
 JOB_ID = re.compile(r"^[0-9a-f]{28}$")
 
 
 class Hooks:
-    def __init__(self, rt: Runtime, job_id: str, heartbeat: lease.Heartbeat) -> None:
-        self._rt, self._job_id, self._heartbeat = rt, job_id, heartbeat
+    """The trainer's reports, recorded off the training thread in order."""
+
+    def __init__(self, rt: Runtime, job_id: str, heartbeat: lease.Heartbeat,
+                 writer: BackgroundWriter) -> None:
+        self._rt, self._job_id = rt, job_id
+        self._heartbeat, self._writer = heartbeat, writer
 
     def stop_reason(self) -> str | None:
+        if self._writer.error is not None:
+            return "write_failed"
         return self._heartbeat.reason
 
     def on_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
-        recorder.record_epoch(self._rt, self._job_id, epoch, metrics)
+        self._writer.submit(recorder.record_epoch, self._rt, self._job_id, epoch, metrics)
 
     def on_checkpoint(self, epoch: int, tensors: dict[str, torch.Tensor],
-                      meta: dict[str, object]) -> None:
-        recorder.record_checkpoint(self._rt, self._job_id, epoch, tensors, meta)
+                      meta: dict[str, Any]) -> None:
+        # Encoded here: the tensors are live weights that the next batch will change.
+        data = ckpt.encode(tensors, meta)
+        self._writer.submit(recorder.record_checkpoint, self._rt, self._job_id, epoch, data,
+                            meta)
 
 
 def device_for(spec: JobSpec, queue: str) -> torch.device:
@@ -60,6 +72,7 @@ def run_job(rt: Runtime, job_id: str) -> str:
         return "failed"
     spec = JobSpec.model_validate(claimed.spec)
     with lease.Heartbeat(rt, job_id) as heartbeat:
+        writer = BackgroundWriter()
         try:
             device = device_for(spec, claimed.queue)
             trainer = Trainer(spec, load_data(spec), device)
@@ -67,13 +80,17 @@ def run_job(rt: Runtime, job_id: str) -> str:
             if resume is not None:
                 log.info("job %s resumes after epoch %d", job_id, resume.epoch)
                 trainer.restore(resume)
-            outcome = trainer.run(Hooks(rt, job_id, heartbeat))
+            outcome = trainer.run(Hooks(rt, job_id, heartbeat, writer))
+            writer.flush()
         except LeaseLost:
             log.warning("job %s: lease lost, another worker owns it now", job_id)
             return "lease_lost"
         except TrainingError as exc:
+            writer.flush()
             recorder.finish(rt, job_id, "failed", str(exc))
             return "failed"
+        finally:
+            writer.close()
         if outcome == "succeeded":
             recorder.succeed(rt, job_id)
         elif outcome == "cancel":

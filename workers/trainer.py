@@ -93,6 +93,7 @@ class Trainer:
         self.model: nn.Module = registry.build(spec.model.arch, self.config).to(device)
         self.optimizer = make_optimizer(spec.optimizer, self.model.parameters())
         self.epoch = 0
+        self.checkpointed_epoch: int | None = None
 
     # -- checkpoints -------------------------------------------------------------------
     def state(self, metrics: dict[str, float]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -115,7 +116,7 @@ class Trainer:
         torch.set_rng_state(resume.tensors["rng.torch"])
         if self.device.type == "cuda" and "rng.cuda" in resume.tensors:
             torch.cuda.set_rng_state(resume.tensors["rng.cuda"], self.device)
-        self.epoch = resume.epoch
+        self.epoch = self.checkpointed_epoch = resume.epoch
 
     # -- the loop ----------------------------------------------------------------------
     def run(self, hooks: Hooks) -> str:
@@ -128,8 +129,9 @@ class Trainer:
             train_stats = self.train_one_epoch(self.epoch + 1, hooks)
             if train_stats is None:
                 reason = hooks.stop_reason() or "cancel"
-                if reason == "cancel":
-                    hooks.on_checkpoint(self.epoch, *self.state(metrics | {"partial": 1.0}))
+                if reason == "cancel" and self.checkpointed_epoch != self.epoch:
+                    # Mid-epoch weights, kept for the user; resumption skips partial ones.
+                    self._checkpoint(hooks, metrics | {"partial": 1.0})
                 return reason
             train_seconds = time.perf_counter() - started
             self.epoch += 1
@@ -140,8 +142,12 @@ class Trainer:
                                     f"{self.epoch}; try a lower learning rate or grad_clip")
             hooks.on_epoch(self.epoch, metrics)
             if self.epoch % interval == 0 or self.epoch == epochs:
-                hooks.on_checkpoint(self.epoch, *self.state(metrics))
+                self._checkpoint(hooks, metrics)
         return "succeeded"
+
+    def _checkpoint(self, hooks: Hooks, metrics: dict[str, float]) -> None:
+        hooks.on_checkpoint(self.epoch, *self.state(metrics))
+        self.checkpointed_epoch = self.epoch
 
     def train_one_epoch(self, epoch: int, hooks: Hooks) -> tuple[float, float, int] | None:
         training = self.spec.training

@@ -170,3 +170,13 @@ class WorkerSeen(Base):
     queue: Mapped[str] = mapped_column(String(16))
     device: Mapped[str] = mapped_column(String(64))
     last_seen: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Lock(Base):
+    """A named lease, so that one process of many does a singleton's work (the reconciler)."""
+
+    __tablename__ = "locks"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(200))
+    expires_at: Mapped[datetime]

@@ -19,6 +19,12 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     """Upgrade schema."""
 
+    op.create_table('locks',
+    sa.Column('name', sa.String(length=64), nullable=False),
+    sa.Column('holder', sa.String(length=200), nullable=False),
+    sa.Column('expires_at', sa.DateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('name')
+    )
     op.create_table('owners',
     sa.Column('id', sa.String(length=32), nullable=False),
     sa.Column('name', sa.String(length=200), nullable=False),
@@ -176,4 +182,5 @@ def downgrade() -> None:
     op.drop_table('api_keys')
     op.drop_table('workers')
     op.drop_table('owners')
+    op.drop_table('locks')
 

@@ -1,0 +1,132 @@
+"""The reconciler: the database is the record, the broker only a wake-up call.
+
+It runs as a thread in every worker's main process; a lease on the `reconciler` lock row
+makes exactly one of them act at a time. Each pass it
+- sends again every queued job whose message was lost or never sent (broker restart, a
+  crash between commit and send), and
+- takes back every running job whose lease expired (its worker died), so it resumes from
+  its last checkpoint elsewhere.
+It also records this worker as alive, so the API can route `device: auto` to a GPU.
+It never touches torch: the process it lives in forks the training children.
+"""
+
+import logging
+import os
+import socket
+import threading
+from datetime import timedelta
+
+from celery import Celery
+from sqlalchemy import Engine, create_engine, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool
+
+from app.broker import send_train
+from app.config import Settings
+from app.db.engine import make_engine, session_scope
+from app.db.tables import Job, Lock, WorkerSeen, utcnow
+
+log = logging.getLogger(__name__)
+LOCK = "reconciler"
+
+
+def _engine(settings: Settings) -> Engine:
+    # No pool: connections never outlive a pass, so none is inherited by a forked child.
+    if settings.database_url.startswith("sqlite"):
+        return make_engine(settings)
+    return create_engine(settings.database_url, poolclass=NullPool)
+
+
+class Reconciler:
+    def __init__(self, settings: Settings, sender: Celery, queues: list[str], device: str):
+        self.settings, self.sender = settings, sender
+        self.queues, self.device = queues, device
+        self.name = f"{socket.gethostname()}:{os.getpid()}"
+        self.sessions = sessionmaker(_engine(settings), expire_on_commit=False)
+        self._halt = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="reconciler", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._halt.set()
+
+    def _loop(self) -> None:
+        while not self._halt.wait(self.settings.reconcile_seconds):
+            try:
+                self.run_once()
+            except Exception as exc:  # the database or broker is down: try next pass
+                log.warning("reconciler pass failed: %s", type(exc).__name__)
+
+    def run_once(self) -> None:
+        with session_scope(self.sessions) as session:
+            self._seen(session)
+        with session_scope(self.sessions) as session:
+            leader = self._lead(session)
+        if not leader:
+            return
+        with session_scope(self.sessions) as session:
+            self._take_back_expired(session)
+        self._resend_queued()
+
+    def _seen(self, session: Session) -> None:
+        now = utcnow()
+        for queue in self.queues:
+            name = f"{self.name}/{queue}"
+            row = session.get(WorkerSeen, name)
+            if row is None:
+                session.add(WorkerSeen(name=name, queue=queue, device=self.device,
+                                       last_seen=now))
+            else:
+                row.last_seen = now
+
+    def _lead(self, session: Session) -> bool:
+        now = utcnow()
+        expires = now + timedelta(seconds=self.settings.reconcile_seconds * 3)
+        taken = session.execute(
+            update(Lock).where(Lock.name == LOCK,
+                               or_(Lock.holder == self.name, Lock.expires_at < now))
+            .values(holder=self.name, expires_at=expires)
+            .execution_options(synchronize_session=False)).rowcount
+        if taken:
+            return True
+        if session.get(Lock, LOCK) is not None:
+            return False
+        try:
+            with session.begin_nested():
+                session.execute(insert(Lock).values(name=LOCK, holder=self.name,
+                                                    expires_at=expires))
+        except IntegrityError:
+            return False
+        return True
+
+    def _take_back_expired(self, session: Session) -> None:
+        now = utcnow()
+        expired = session.execute(
+            update(Job).where(Job.status == "running", Job.lease_expires_at < now)
+            .values(status="queued", lease_owner=None, lease_expires_at=None, sent_at=None)
+            .returning(Job.id)).scalars().all()
+        for job_id in expired:
+            log.warning("job %s: its worker stopped renewing the lease; taken back", job_id)
+        session.execute(
+            update(Job).where(Job.status == "queued", Job.cancel_requested.is_(True))
+            .values(status="cancelled", finished_at=now)
+            .execution_options(synchronize_session=False))
+
+    def _resend_queued(self) -> None:
+        stale = utcnow() - timedelta(seconds=self.settings.resend_after_seconds)
+        with session_scope(self.sessions) as session:
+            jobs = session.execute(
+                select(Job.id, Job.queue).where(
+                    Job.status == "queued", or_(Job.sent_at.is_(None), Job.sent_at < stale))
+                .order_by(Job.id).limit(500)).all()
+        for job_id, queue in jobs:
+            if not send_train(self.sender, job_id, queue):
+                return
+            with session_scope(self.sessions) as session:
+                session.execute(update(Job).where(Job.id == job_id, Job.status == "queued")
+                                .values(sent_at=utcnow())
+                                .execution_options(synchronize_session=False))
+            log.info("job %s sent again", job_id)
