@@ -1,0 +1,46 @@
+# `make run` and `make test` do all the set-up on a fresh machine.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
+
+.PHONY: run install install-test services lint test test-unit bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt
+	$(PIP) -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(PIP) -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+install-test: $(VENV)/.installed-test
+
+## Start API and one worker on the embedded defaults (SQLite, filesystem broker, ./var).
+run: install
+	$(BIN)/trainserve up
+
+## Start PostgreSQL and Redis if they are down.
+services:
+	scripts/services.sh
+
+lint: install-test
+	$(BIN)/ruff check .
+
+## The whole suite: lint, unit tests, integration tests on SQLite and on PostgreSQL + Redis.
+test: install-test services lint
+	TRAINSERVE_TEST_REQUIRE_SERVICES=1 $(BIN)/pytest
+
+test-unit: install-test
+	$(BIN)/pytest tests/unit
+
+bench: install-test
+	$(BIN)/python bench/train_overhead.py
+
+clean:
+	rm -rf $(VENV) var
