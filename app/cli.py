@@ -17,6 +17,8 @@ from app.db.engine import make_engine, make_sessionmaker, session_scope
 from app.db.migrate import upgrade
 from app.keys.service import any_owner, create_key, revoke_key
 
+STOP_GRACE_SECONDS = 10
+
 
 def _sessions():  # type: ignore[no-untyped-def]
     return make_sessionmaker(make_engine(get_settings()))
@@ -78,15 +80,16 @@ def cmd_up(args: argparse.Namespace) -> int:
           f"(docs at /docs), data in {settings.data_dir}", flush=True)
     if admin_key:
         print(f"trainserve: admin API key (shown once, keep it): {admin_key}", flush=True)
+    # Each child leads its own process group, so stopping reaches the worker's children too.
     children = [
-        subprocess.Popen([sys.executable, "-m", "app.cli", "api"]),
-        subprocess.Popen(worker_argv(args.queues, None, "prefork")),
+        subprocess.Popen([sys.executable, "-m", "app.cli", "api"], start_new_session=True),
+        subprocess.Popen(worker_argv(args.queues, None, "prefork"), start_new_session=True),
     ]
 
     def stop(*_: object) -> None:
         for child in children:
             if child.poll() is None:
-                child.terminate()
+                os.killpg(child.pid, signal.SIGTERM)
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
@@ -94,7 +97,12 @@ def cmd_up(args: argparse.Namespace) -> int:
         os.wait()  # the first child to end ends the service
     stop()
     for child in children:
-        child.wait()
+        try:
+            child.wait(timeout=STOP_GRACE_SECONDS)
+        except subprocess.TimeoutExpired:
+            # A job still training is taken back by the reconciler once its lease expires.
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
     return 0
 
 

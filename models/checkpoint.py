@@ -19,7 +19,7 @@ from safetensors.torch import save as st_save
 
 FORMAT = "trainserve-checkpoint/1"
 _META_KEY = "trainserve"
-_ID = re.compile(r"^[0-9a-f]{28}$")
+_ID = re.compile(r"[0-9a-f]{28}")
 
 
 class CheckpointError(Exception):
@@ -27,7 +27,7 @@ class CheckpointError(Exception):
 
 
 def relative_path(job_id: str, epoch: int) -> str:
-    if not _ID.match(job_id) or epoch < 0:
+    if not _ID.fullmatch(job_id) or epoch < 0:
         raise ValueError("checkpoint paths are built from ids only")
     return f"jobs/{job_id}/epoch-{epoch:06d}.safetensors"
 
@@ -54,7 +54,7 @@ def decode(data: bytes) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         meta = json.loads(header["__metadata__"][_META_KEY])
     except (SafetensorError, ValueError, KeyError, TypeError) as exc:
         raise CheckpointError(f"not a trainserve checkpoint: {exc}") from exc
-    if meta.get("format") != FORMAT:
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError("not a trainserve checkpoint: unknown format")
     return tensors, meta
 

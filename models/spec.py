@@ -147,7 +147,7 @@ class TrainingSpec(Strict):
         return self.checkpoint_every or max(1, math.ceil(self.epochs / 10))
 
 
-DATASET_REF = re.compile(r"^(builtin:[a-z0-9][a-z0-9-]{0,40}|[0-9a-f]{28})$")
+DATASET_REF = re.compile(r"builtin:[a-z0-9][a-z0-9-]{0,40}|[0-9a-f]{28}")
 
 
 class JobSpec(Strict):
@@ -162,7 +162,7 @@ class JobSpec(Strict):
     @field_validator("dataset")
     @classmethod
     def _dataset_ref(cls, value: str) -> str:
-        if not DATASET_REF.match(value):
+        if not DATASET_REF.fullmatch(value):
             raise ValueError("must be builtin:NAME or a dataset id")
         return value
 

@@ -16,7 +16,7 @@ from workers.trainer import Trainer, TrainingError
 from workers.writer import BackgroundWriter
 
 log = logging.getLogger(__name__)
-JOB_ID = re.compile(r"^[0-9a-f]{28}$")
+JOB_ID = re.compile(r"[0-9a-f]{28}")
 
 
 class Hooks:
@@ -59,7 +59,7 @@ def load_data(spec: JobSpec) -> ImageData | TextData:
 
 
 def run_job(rt: Runtime, job_id: str) -> str:
-    if not JOB_ID.match(job_id):
+    if not isinstance(job_id, str) or not JOB_ID.fullmatch(job_id):
         log.warning("ignored a message with a malformed job id")
         return "ignored"
     claimed = lease.claim(rt, job_id)
