@@ -17,7 +17,7 @@ from app.db.engine import make_engine, make_sessionmaker, session_scope
 from app.db.migrate import upgrade
 from app.keys.service import any_owner, create_key, revoke_key
 
-STOP_GRACE_SECONDS = 10
+STOP_GRACE_SECONDS = 15
 
 
 def _sessions():  # type: ignore[no-untyped-def]
@@ -89,7 +89,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     def stop(*_: object) -> None:
         for child in children:
             if child.poll() is None:
-                os.killpg(child.pid, signal.SIGTERM)
+                child.terminate()  # the leader only: Celery's warm shutdown stops its pool
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
