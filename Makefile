@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
 
-.PHONY: run install install-test services lint test test-unit bench clean
+.PHONY: run install install-test system services lint test test-unit bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,10 +19,14 @@ $(VENV)/.installed-test: $(VENV)/.installed
 
 install: $(VENV)/.installed
 
+## Debian packages (Fashion-MNIST, wrk); installs only what is missing.
+system:
+	scripts/system-packages.sh
+
 install-test: $(VENV)/.installed-test
 
 ## Start API and one worker on the embedded defaults (SQLite, filesystem broker, ./var).
-run: install
+run: install system
 	$(BIN)/trainserve up
 
 ## Start PostgreSQL and Redis if they are down.
@@ -33,7 +37,7 @@ lint: install-test
 	$(BIN)/ruff check .
 
 ## The whole suite: lint, unit tests, integration tests on SQLite and on PostgreSQL + Redis.
-test: install-test services lint
+test: install-test system services lint
 	TRAINSERVE_TEST_REQUIRE_SERVICES=1 $(BIN)/pytest
 
 test-unit: install-test
