@@ -28,6 +28,8 @@ class Settings(BaseSettings):
     lease_seconds: float = Field(30.0, gt=0, description="how long a worker's claim on a job lasts")
     heartbeat_seconds: float = Field(5.0, gt=0, description="how often a worker renews its lease")
     max_attempts: int = Field(3, ge=1, le=100)
+    job_time_limit_seconds: float | None = Field(
+        None, gt=0, description="default wall-clock limit of a job; a job's spec may set its own")
     reconcile_seconds: float = Field(5.0, gt=0, description="how often the reconciler looks")
     resend_after_seconds: float = Field(
         60.0, gt=0, description="a queued job not taken this long after its send is sent again")

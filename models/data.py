@@ -4,10 +4,13 @@ import gzip
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from pydoc_data.topics import topics
 from typing import Any
 
 import numpy as np
 import torch
+
+from models.idx import parse_idx
 
 BUILTIN_DIR = Path(__file__).parent / "builtin_data"
 SPLIT_SEED = 0  # splits are a property of the dataset, not of the job's seed
@@ -21,6 +24,8 @@ class ImageData:
     y_val: torch.Tensor
     classes: list[str]
     shape: list[int]
+    x_test: torch.Tensor | None = None  # a dataset's own test split, evaluated once at the end
+    y_test: torch.Tensor | None = None
 
     kind = "images"
 
@@ -41,11 +46,25 @@ class Builtin:
     validation_fraction: float
 
 
+FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                   "Sneaker", "Bag", "Ankle boot"]
+
 BUILTINS: dict[str, Builtin] = {
     "hihello": Builtin("text", "the seed's example: the single string 'hihello'", 0.0),
     "digits": Builtin("images", "1,797 8x8 handwritten digits (UCI, as bundled by "
                       "scikit-learn), 10 classes", 0.2),
+    "fashion-mnist": Builtin("images", "70,000 28x28 Zalando clothing images, 10 classes; "
+                             "its own 10,000-image test split (Debian's dataset-fashion-mnist)",
+                             1 / 12),
+    "python-docs": Builtin("text", "English prose of Python's own documentation "
+                           "(pydoc_data.topics, about 460,000 characters)", 0.1),
 }
+
+
+def available(name: str) -> bool:
+    """Fashion-MNIST exists only where its Debian package is installed."""
+    return name in BUILTINS and (name != "fashion-mnist" or FASHION_DIR.is_dir())
 
 
 @lru_cache(maxsize=4)
@@ -61,10 +80,26 @@ def _hihello() -> str:
     return "hihello"
 
 
+@lru_cache(maxsize=1)
+def _python_docs() -> str:
+    return "\n\n".join(topics[key] for key in sorted(topics))
+
+
+@lru_cache(maxsize=2)
+def _fashion_arrays(split: str) -> tuple[np.ndarray, np.ndarray]:
+    prefix = "train" if split == "train" else "t10k"
+    images = parse_idx(gzip.decompress((FASHION_DIR / f"{prefix}-images-idx3-ubyte.gz")
+                                       .read_bytes()), f"{prefix} images")
+    labels = parse_idx(gzip.decompress((FASHION_DIR / f"{prefix}-labels-idx1-ubyte.gz")
+                                       .read_bytes()), f"{prefix} labels")
+    x = (images.astype(np.float32) / 255.0).reshape(-1, 1, 28, 28)
+    return x, labels.astype(np.int64)
+
+
 def builtin_info(name: str) -> dict[str, Any] | None:
     """What the API needs to know of a built-in (kind, size, vocab or classes), or None."""
     builtin = BUILTINS.get(name)
-    if builtin is None:
+    if builtin is None or not available(name):
         return None
     info: dict[str, Any] = {"name": f"builtin:{name}", "kind": builtin.kind,
                             "description": builtin.description,
@@ -72,10 +107,16 @@ def builtin_info(name: str) -> dict[str, Any] | None:
     if name == "hihello":
         text = _hihello()
         info |= {"num_examples": len(text), "vocab": sorted(set(text))}
+    elif name == "python-docs":
+        text = _python_docs()
+        info |= {"num_examples": len(text), "vocab": sorted(set(text))}
     elif name == "digits":
         x, y = _digits_arrays()
         info |= {"num_examples": len(y), "classes": [str(c) for c in range(10)],
                  "shape": list(x.shape[1:])}
+    elif name == "fashion-mnist":
+        info |= {"num_examples": 70_000, "classes": FASHION_CLASSES, "shape": [1, 28, 28],
+                 "test_examples": 10_000}
     return info
 
 
@@ -84,6 +125,13 @@ def load_builtin(name: str, validation_fraction: float | None = None) -> ImageDa
     fraction = builtin.validation_fraction if validation_fraction is None else validation_fraction
     if name == "hihello":
         return text_data(_hihello(), fraction)
+    if name == "python-docs":
+        return text_data(_python_docs(), fraction)
+    if name == "fashion-mnist":
+        x, y = _fashion_arrays("train")
+        data = image_data(x, y, FASHION_CLASSES, fraction)
+        data.x_test, data.y_test = (torch.from_numpy(a) for a in _fashion_arrays("test"))
+        return data
     x, y = _digits_arrays()
     return image_data(x, y, [str(c) for c in range(10)], fraction)
 

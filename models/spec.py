@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 MAX_PARAMETERS = 50_000_000
+METRIC_NAME = r"^(train|val)_(loss|accuracy|bpc)$"
 Width = Annotated[int, Field(ge=1, le=8192)]
 
 
@@ -127,6 +128,40 @@ OptimizerSpec = Annotated[
     AdadeltaSpec | AdagradSpec | AdamSpec | SGDSpec | RMSpropSpec, Field(discriminator="name")]
 
 
+class StepSchedule(Strict):
+    name: Literal["step"]
+    step_size: int = Field(10, ge=1, le=100_000, description="epochs between decays")
+    gamma: float = Field(0.1, gt=0, le=1)
+
+
+class CosineSchedule(Strict):
+    name: Literal["cosine"]
+    t_max: int | None = Field(None, ge=1, le=100_000, description="the run's epochs if absent")
+    eta_min: float = Field(0.0, ge=0, le=100)
+
+
+class PlateauSchedule(Strict):
+    name: Literal["plateau"]
+    metric: str = Field("val_loss", pattern=METRIC_NAME)
+    factor: float = Field(0.1, gt=0, lt=1)
+    patience: int = Field(5, ge=0, le=10_000)
+
+
+ScheduleSpec = Annotated[StepSchedule | CosineSchedule | PlateauSchedule,
+                         Field(discriminator="name")]
+
+
+class EarlyStopping(Strict):
+    metric: str = Field("val_loss", pattern=METRIC_NAME,
+                        description="lower is better for losses, higher for accuracies")
+    patience: int = Field(5, ge=1, le=10_000, description="epochs without improvement")
+    min_delta: float = Field(0.0, ge=0, le=1e6)
+
+
+def higher_is_better(metric: str) -> bool:
+    return metric.endswith("accuracy")
+
+
 class TrainingSpec(Strict):
     epochs: int = Field(10, ge=1, le=100_000)
     batch_size: int = Field(64, ge=1, le=65_536)
@@ -140,13 +175,25 @@ class TrainingSpec(Strict):
     checkpoint_every: int | None = Field(
         None, ge=1, le=100_000, description="epochs between checkpoints; a tenth of the run "
         "if absent")
-    keep_checkpoints: int = Field(3, ge=1, le=100, description="latest checkpoints kept")
+    keep_checkpoints: int = Field(3, ge=1, le=100, description="latest checkpoints kept, "
+                                  "besides the best one")
+    lr_schedule: ScheduleSpec | None = Field(None, description="stepped once per epoch")
+    early_stopping: EarlyStopping | None = Field(
+        None, description="stop when the metric stops improving; the model is then the best "
+        "checkpoint instead of the last")
+    time_limit_seconds: float | None = Field(
+        None, gt=0, le=30 * 86400, description="wall-clock limit; the job fails past it, its "
+        "checkpoints kept")
+    mixed_precision: Literal["off", "bf16"] = Field(
+        "off", description="bf16: forward and loss under bf16 autocast on a GPU (weights and "
+        "optimizer stay fp32); ignored on CPU")
 
     @property
     def checkpoint_interval(self) -> int:
         return self.checkpoint_every or max(1, math.ceil(self.epochs / 10))
 
 
+JOB_ID = re.compile(r"[0-9a-f]{28}")
 DATASET_REF = re.compile(r"builtin:[a-z0-9][a-z0-9-]{0,40}|[0-9a-f]{28}")
 
 
@@ -158,6 +205,15 @@ class JobSpec(Strict):
     optimizer: OptimizerSpec = Field(default_factory=lambda: AdamSpec(name="adam"))
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    init_from: str | None = Field(None, description="a job id: start from the weights of the "
+                                  "model it produced (same architecture and data shape)")
+
+    @field_validator("init_from")
+    @classmethod
+    def _job_ref(cls, value: str | None) -> str | None:
+        if value is not None and not JOB_ID.fullmatch(value):
+            raise ValueError("must be a job id")
+        return value
 
     @field_validator("dataset")
     @classmethod

@@ -9,10 +9,16 @@ import os
 
 import torch
 from celery import Celery
-from celery.signals import worker_process_init, worker_ready, worker_shutdown
+from celery.signals import (
+    worker_process_init,
+    worker_ready,
+    worker_shutdown,
+    worker_shutting_down,
+)
 
 from app.broker import celery_config
 from app.config import Settings, get_settings
+from workers import shutdown
 from workers.reconciler import Reconciler
 
 log = logging.getLogger(__name__)
@@ -35,6 +41,7 @@ def torch_threads(settings: Settings) -> int:
 def _init_child(**_: object) -> None:
     threads = torch_threads(get_settings())
     torch.set_num_threads(threads)
+    shutdown.install_child_handler()
     log.info("worker child %d uses %d torch threads", os.getpid(), threads)
 
 
@@ -49,6 +56,11 @@ def _start_reconciler(**_: object) -> None:
     reconciler = Reconciler(get_settings(), app, queues, device)
     reconciler.start()
     _reconcilers.append(reconciler)
+
+
+@worker_shutting_down.connect
+def _hand_back_running_jobs(**_: object) -> None:
+    shutdown.forward_to_children()
 
 
 @worker_shutdown.connect

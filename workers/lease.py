@@ -3,7 +3,7 @@
 import logging
 import threading
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, or_, select, update
@@ -22,6 +22,7 @@ class Claim:
     queue: str
     attempts: int
     owner_id: str
+    started_at: datetime
 
 
 def claim(rt: Runtime, job_id: str) -> Claim | None:
@@ -41,7 +42,7 @@ def claim(rt: Runtime, job_id: str) -> Claim | None:
             return None
         job = session.execute(select(Job).where(Job.id == job_id)).scalar_one()
         return Claim(job_id=job.id, spec=job.spec, queue=job.queue, attempts=job.attempts,
-                     owner_id=job.owner_id)
+                     owner_id=job.owner_id, started_at=job.started_at or now)
 
 
 def renew(rt: Runtime, job_id: str) -> tuple[bool, bool]:

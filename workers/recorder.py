@@ -13,8 +13,9 @@ from sqlalchemy.orm import Session
 from app.db.engine import session_scope
 from app.db.tables import Checkpoint, EpochMetric, Job, TrainedModel, utcnow
 from models import checkpoint as ckpt
+from models.spec import higher_is_better
 from workers.runtime import Runtime
-from workers.trainer import Resume
+from workers.trainer import Resume, TrainingError
 
 log = logging.getLogger(__name__)
 
@@ -72,15 +73,31 @@ def _follow(session: Session, job_id: str, row: Checkpoint, meta: dict[str, Any]
         model.checkpoint_id, model.metrics = row.id, metrics
 
 
+def _best(rows: list[Checkpoint], training: dict[str, Any]) -> Checkpoint | None:
+    """Early stopping's best (it marks it), else the checkpoint with the lowest val_loss."""
+    if training.get("early_stopping"):
+        return next((row for row in rows if row.metrics.get("is_best")), None)
+    metric = "val_loss"
+    scored = [row for row in rows if metric in row.metrics and not row.metrics.get("partial")]
+    if not scored:
+        return None
+    pick = max if higher_is_better(metric) else min
+    return pick(scored, key=lambda row: row.metrics[metric])
+
+
 def _prune(rt: Runtime, job_id: str) -> None:
-    """Keep the job's latest K checkpoints (and any a model points at); drop the rest."""
+    """Keep the job's latest K checkpoints, its best, and any a model points at."""
     with session_scope(rt.sessions) as session:
         job = session.get(Job, job_id)
-        keep = job.spec["training"]["keep_checkpoints"] if job else 3
-        rows = session.execute(select(Checkpoint).where(Checkpoint.job_id == job_id)
-                               .order_by(Checkpoint.epoch.desc())).scalars().all()
+        assert job is not None
+        keep = job.spec["training"]["keep_checkpoints"]
+        rows = list(session.execute(select(Checkpoint).where(Checkpoint.job_id == job_id)
+                                    .order_by(Checkpoint.epoch.desc())).scalars())
         pinned = set(session.execute(select(TrainedModel.checkpoint_id)
                                      .where(TrainedModel.job_id == job_id)).scalars())
+        best = _best(rows, job.spec["training"])
+        if best is not None:
+            pinned.add(best.id)
         doomed = [row for row in rows[keep:] if row.id not in pinned]
         for row in doomed:
             session.delete(row)
@@ -103,8 +120,6 @@ def prepare_resume(rt: Runtime, job_id: str, device: str) -> Resume | None:
             except ckpt.CheckpointError as exc:
                 log.warning("checkpoint %s of job %s refused: %s", row.epoch, job_id, exc)
                 continue
-            if meta["metrics"].get("partial"):
-                continue  # a cancel's mid-epoch snapshot is no place to resume from
             resume = Resume(epoch=row.epoch, tensors=tensors, meta=meta)
             break
         after = resume.epoch if resume else 0
@@ -116,11 +131,38 @@ def prepare_resume(rt: Runtime, job_id: str, device: str) -> Resume | None:
     return resume
 
 
-def succeed(rt: Runtime, job_id: str) -> None:
+def succeed(rt: Runtime, job_id: str, *, model_epoch: int,
+            test_metrics: dict[str, float]) -> None:
+    """The job's model becomes the checkpoint of `model_epoch` (its last, or its best under
+    early stopping), with the test split's figures added."""
     with session_scope(rt.sessions) as session:
+        chosen = session.execute(select(Checkpoint).where(
+            Checkpoint.job_id == job_id, Checkpoint.epoch == model_epoch)).scalar_one()
+        job = session.get(Job, job_id)
+        assert job is not None
+        latest = {**(job.latest_metrics or {}), **test_metrics}
         _hold(session, rt, job_id, status="succeeded", finished_at=utcnow(),
-              lease_owner=None, lease_expires_at=None)
-        _set_model_status(session, job_id, "ready")
+              lease_owner=None, lease_expires_at=None, latest_metrics=latest)
+        session.execute(update(TrainedModel).where(TrainedModel.job_id == job_id).values(
+            status="ready", checkpoint_id=chosen.id,
+            metrics={"epoch": chosen.epoch, **chosen.metrics, **test_metrics})
+            .execution_options(synchronize_session=False))
+
+
+def model_weights(rt: Runtime, source_job_id: str) -> Resume:
+    """The weights of the model another job produced, for `init_from` (checked by the API)."""
+    with session_scope(rt.sessions) as session:
+        row = session.execute(
+            select(Checkpoint).join(TrainedModel, TrainedModel.checkpoint_id == Checkpoint.id)
+            .where(TrainedModel.job_id == source_job_id, TrainedModel.status == "ready")
+        ).scalar_one_or_none()
+    if row is None:
+        raise TrainingError(f"init_from job {source_job_id} has no ready model")
+    try:
+        tensors, meta = ckpt.load(ckpt.resolve(rt.settings.artifact_dir, row.path), row.sha256)
+    except ckpt.CheckpointError as exc:
+        raise TrainingError(f"init_from checkpoint refused: {exc}") from exc
+    return Resume(epoch=0, tensors=tensors, meta=meta)
 
 
 def _set_model_status(session: Session, job_id: str, status: str) -> None:
@@ -136,7 +178,8 @@ def finish(rt: Runtime, job_id: str, status: str, error: str | None = None) -> N
 
 
 def release(rt: Runtime, job_id: str) -> None:
-    """Hand the job back (shutdown, infrastructure trouble) so another worker resumes it."""
+    """Hand the job back on a graceful shutdown, so another worker resumes it. The attempt
+    is given back too: only deliveries that failed count towards the cap."""
     with session_scope(rt.sessions) as session:
         _hold(session, rt, job_id, status="queued", lease_owner=None, lease_expires_at=None,
-              sent_at=None)
+              sent_at=None, attempts=Job.attempts - 1)

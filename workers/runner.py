@@ -2,6 +2,7 @@
 
 import logging
 import re
+import time
 from typing import Any
 
 import torch
@@ -9,7 +10,7 @@ import torch
 from models import checkpoint as ckpt
 from models.data import BUILTINS, ImageData, TextData, load_builtin
 from models.spec import JobSpec
-from workers import lease, recorder
+from workers import devices, lease, recorder, shutdown
 from workers.recorder import LeaseLost
 from workers.runtime import Runtime
 from workers.trainer import Trainer, TrainingError
@@ -23,13 +24,18 @@ class Hooks:
     """The trainer's reports, recorded off the training thread in order."""
 
     def __init__(self, rt: Runtime, job_id: str, heartbeat: lease.Heartbeat,
-                 writer: BackgroundWriter) -> None:
+                 writer: BackgroundWriter, deadline: float | None) -> None:
         self._rt, self._job_id = rt, job_id
-        self._heartbeat, self._writer = heartbeat, writer
+        self._heartbeat, self._writer, self._deadline = heartbeat, writer, deadline
 
     def stop_reason(self) -> str | None:
+        """Read between batches, so every check here is a memory read or a clock read."""
         if self._writer.error is not None:
             return "write_failed"
+        if shutdown.requested():
+            return "shutdown"
+        if self._deadline is not None and time.time() > self._deadline:
+            return "time_limit"
         return self._heartbeat.reason
 
     def on_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
@@ -44,11 +50,13 @@ class Hooks:
 
 
 def device_for(spec: JobSpec, queue: str) -> torch.device:
-    if queue == "gpu" and spec.device != "cpu":
-        if not torch.cuda.is_available():
-            raise RuntimeError("a gpu-queue job reached a worker without CUDA")
-        return torch.device("cuda")
-    return torch.device("cpu")
+    """CUDA for gpu-queue jobs (the GPU that CUDA_VISIBLE_DEVICES gives this worker)."""
+    try:
+        return devices.select_device(spec.device, queue)
+    except devices.NoCudaError as exc:
+        # Failed with a reason rather than raised: a retry would only reach a worker like
+        # this one again, and a crash would burn attempts under a misleading error.
+        raise TrainingError(str(exc)) from exc
 
 
 def load_data(spec: JobSpec) -> ImageData | TextData:
@@ -71,6 +79,8 @@ def run_job(rt: Runtime, job_id: str) -> str:
                         "the worker running it stopped each time")
         return "failed"
     spec = JobSpec.model_validate(claimed.spec)
+    limit = spec.training.time_limit_seconds or rt.settings.job_time_limit_seconds
+    deadline = claimed.started_at.timestamp() + limit if limit else None
     with lease.Heartbeat(rt, job_id) as heartbeat:
         writer = BackgroundWriter()
         try:
@@ -80,8 +90,11 @@ def run_job(rt: Runtime, job_id: str) -> str:
             if resume is not None:
                 log.info("job %s resumes after epoch %d", job_id, resume.epoch)
                 trainer.restore(resume)
-            outcome = trainer.run(Hooks(rt, job_id, heartbeat, writer))
+            elif spec.init_from:
+                trainer.restore(recorder.model_weights(rt, spec.init_from), weights_only=True)
+            outcome = trainer.run(Hooks(rt, job_id, heartbeat, writer, deadline))
             writer.flush()
+            test = trainer.test_metrics() if outcome == "succeeded" else {}
         except LeaseLost:
             log.warning("job %s: lease lost, another worker owns it now", job_id)
             return "lease_lost"
@@ -92,9 +105,12 @@ def run_job(rt: Runtime, job_id: str) -> str:
         finally:
             writer.close()
         if outcome == "succeeded":
-            recorder.succeed(rt, job_id)
+            recorder.succeed(rt, job_id, model_epoch=trainer.model_epoch, test_metrics=test)
         elif outcome == "cancel":
             recorder.finish(rt, job_id, "cancelled")
+        elif outcome == "time_limit":
+            recorder.finish(rt, job_id, "failed", f"stopped at its time limit of {limit:g} s; "
+                            "its checkpoints are kept")
         elif outcome == "shutdown":
             recorder.release(rt, job_id)
         return outcome

@@ -6,7 +6,7 @@ and RNG state, so a run resumed from epoch k continues exactly as if it had neve
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 import torch
@@ -18,6 +18,7 @@ from models.data import ImageData, TextData, windows
 from models.layers import l2_penalty
 from models.spec import JobSpec
 from workers.optimizers import make_optimizer
+from workers.schedules import Stopper, make_scheduler, step_scheduler
 
 EVAL_BATCH = 1024
 
@@ -75,25 +76,54 @@ def _batches(data: ImageData | TextData, seq_len: int,
     return train, val
 
 
+def _test_batches(data: ImageData | TextData, device: torch.device) -> Batches | None:
+    x_test = getattr(data, "x_test", None)
+    if x_test is None or not len(x_test):
+        return None
+    return Batches(x_test.to(device), data.y_test.to(device))  # type: ignore[union-attr]
+
+
 def data_info(data: ImageData | TextData) -> dict[str, Any]:
     if isinstance(data, ImageData):
         return {"classes": data.classes, "shape": data.shape}
     return {"vocab": data.vocab}
 
 
+@dataclass
+class Position:
+    """Where an interrupted epoch stopped: resumable mid-epoch, bit for bit."""
+
+    batch_start: int
+    loss_sum: float
+    correct: float
+
+
 class Trainer:
     def __init__(self, spec: JobSpec, data: ImageData | TextData, device: torch.device) -> None:
         self.spec = spec
         self.device = device
+        # bf16 autocast on CUDA only: on CPU it is slower than fp32 and changes the numbers.
+        self.autocast = spec.training.mixed_precision == "bf16" and device.type == "cuda"
         self.text = isinstance(data, TextData)
         self.info = data_info(data)
         self.train_set, self.val_set = _batches(data, spec.training.seq_len, device)
+        self.test_set = _test_batches(data, device)
         self.config = registry.config_from_spec(spec.model, self.info)
         torch.manual_seed(spec.training.seed)
         self.model: nn.Module = registry.build(spec.model.arch, self.config).to(device)
         self.optimizer = make_optimizer(spec.optimizer, self.model.parameters())
+        self.scheduler = make_scheduler(spec.training.lr_schedule, self.optimizer,
+                                        spec.training.epochs)
+        self.stopper = Stopper.from_spec(spec.training.early_stopping)
         self.epoch = 0
         self.checkpointed_epoch: int | None = None
+        self.position: Position | None = None  # set while an epoch is interrupted
+        self.best_weights: dict[str, torch.Tensor] | None = None
+
+    @property
+    def model_epoch(self) -> int:
+        """The epoch whose weights make the job's model: the best one under early stopping."""
+        return self.stopper.best_epoch if self.stopper and self.stopper.best_epoch else self.epoch
 
     # -- checkpoints -------------------------------------------------------------------
     def state(self, metrics: dict[str, float]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -105,6 +135,9 @@ class Trainer:
         meta = {"arch": self.spec.model.arch, "config": registry.config_dict(self.config),
                 "task": "char" if self.text else "classifier", "data": self.info,
                 "epoch": self.epoch, "metrics": metrics, "optimizer": optim_meta,
+                "scheduler": self.scheduler.state_dict() if self.scheduler else None,
+                "stopper": self.stopper.state() if self.stopper else None,
+                "position": asdict(self.position) if self.position else None,
                 "spec": self.spec.model_dump(mode="json")}
         return tensors, meta
 
@@ -113,6 +146,12 @@ class Trainer:
         if weights_only:
             return
         self.optimizer.load_state_dict(unpack_optimizer(resume.tensors, resume.meta["optimizer"]))
+        if self.scheduler and resume.meta.get("scheduler"):
+            self.scheduler.load_state_dict(resume.meta["scheduler"])
+        if self.stopper and resume.meta.get("stopper"):
+            self.stopper = Stopper(**resume.meta["stopper"])
+        if resume.meta.get("position"):
+            self.position = Position(**resume.meta["position"])
         torch.set_rng_state(resume.tensors["rng.torch"])
         if self.device.type == "cuda" and "rng.cuda" in resume.tensors:
             torch.cuda.set_rng_state(resume.tensors["rng.cuda"], self.device)
@@ -120,30 +159,59 @@ class Trainer:
 
     # -- the loop ----------------------------------------------------------------------
     def run(self, hooks: Hooks) -> str:
-        """Train to the last epoch; returns 'succeeded' or the reason it stopped early."""
-        epochs = self.spec.training.epochs
-        interval = self.spec.training.checkpoint_interval
+        """Train to the last epoch or an early stop; returns 'succeeded' or why it stopped."""
+        training = self.spec.training
+        interval = training.checkpoint_interval
         metrics: dict[str, float] = {}
-        while self.epoch < epochs:
+        while self.epoch < training.epochs:
             started = time.perf_counter()
             train_stats = self.train_one_epoch(self.epoch + 1, hooks)
             if train_stats is None:
                 reason = hooks.stop_reason() or "cancel"
-                if reason == "cancel" and self.checkpointed_epoch != self.epoch:
-                    # Mid-epoch weights, kept for the user; resumption skips partial ones.
+                if reason != "lease_lost" and self.checkpointed_epoch != self.epoch:
+                    # Mid-epoch state with its position: a resume continues exactly here.
+                    # If the last whole epoch is checkpointed, replaying from it is as exact.
                     self._checkpoint(hooks, metrics | {"partial": 1.0})
                 return reason
             train_seconds = time.perf_counter() - started
             self.epoch += 1
             metrics = self._metrics(train_stats, train_seconds)
-            metrics["seconds"] = time.perf_counter() - started
             if not math.isfinite(metrics["train_loss"]):
                 raise TrainingError(f"training loss became {metrics['train_loss']} at epoch "
                                     f"{self.epoch}; try a lower learning rate or grad_clip")
+            improved = self._track(metrics)
+            if improved:
+                metrics["is_best"] = 1.0
+            step_scheduler(self.scheduler, training.lr_schedule, metrics)
+            stop_early = bool(self.stopper and self.stopper.should_stop)
+            metrics["seconds"] = time.perf_counter() - started
             hooks.on_epoch(self.epoch, metrics)
-            if self.epoch % interval == 0 or self.epoch == epochs:
+            if (improved or stop_early or self.epoch % interval == 0
+                    or self.epoch == training.epochs):
                 self._checkpoint(hooks, metrics)
+            if stop_early:
+                break
         return "succeeded"
+
+    def _track(self, metrics: dict[str, float]) -> bool:
+        if self.stopper is None:
+            return False
+        try:
+            improved = self.stopper.update(self.epoch, metrics)
+        except KeyError as exc:
+            raise TrainingError(str(exc.args[0])) from exc
+        if improved:
+            self.best_weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        return improved
+
+    def test_metrics(self) -> dict[str, float]:
+        """Loss and accuracy of the model's weights on the dataset's test split, if any."""
+        if self.test_set is None:
+            return {}
+        if self.best_weights is not None:
+            self.model.load_state_dict(self.best_weights)
+        loss, accuracy = self.evaluate(self.test_set)
+        return {"test_loss": loss, "test_accuracy": accuracy}
 
     def _checkpoint(self, hooks: Hooks, metrics: dict[str, float]) -> None:
         hooks.on_checkpoint(self.epoch, *self.state(metrics))
@@ -155,13 +223,16 @@ class Trainer:
         n = len(self.train_set)
         order = torch.randperm(n, generator=torch.Generator().manual_seed(
             training.seed * 1_000_003 + epoch)).to(self.device)
-        loss_sum = torch.zeros((), device=self.device)
-        correct = torch.zeros((), device=self.device, dtype=torch.int64)
-        for start in range(0, n, training.batch_size):
+        resumed, self.position = self.position, None
+        loss_sum = torch.tensor(resumed.loss_sum if resumed else 0.0, device=self.device)
+        correct = torch.tensor(int(resumed.correct) if resumed else 0, device=self.device)
+        for start in range(resumed.batch_start if resumed else 0, n, training.batch_size):
             if hooks.stop_reason() is not None:
+                self.position = Position(start, loss_sum.item(), float(correct.item()))
                 return None
             x, y = self.train_set.batch(order[start:start + training.batch_size])
-            logits, loss = self.model(x, y)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+                logits, loss = self.model(x, y)
             assert loss is not None
             objective = loss + training.l2 * l2_penalty(self.model) if training.l2 else loss
             self.optimizer.zero_grad(set_to_none=True)

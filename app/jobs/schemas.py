@@ -25,6 +25,7 @@ class JobOut(BaseModel):
     error: str | None
     model_id: str | None = Field(description="set once the job has produced a model")
     device: str | None = Field(description="where it trained, once it started")
+    queue: str = Field(description="the worker queue it was routed to: cpu or gpu")
     cancel_requested: bool
     created_at: datetime
     started_at: datetime | None

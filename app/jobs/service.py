@@ -45,14 +45,35 @@ def _check_fits(spec: JobSpec, info: dict[str, Any]) -> None:
         raise invalid("model", f"{params:,} parameters; the limit is {MAX_PARAMETERS:,}")
 
 
+def _check_init_from(session: Session, owner: Owner, spec: JobSpec,
+                     info: dict[str, Any]) -> None:
+    """The source job must be the caller's, have a ready model, and the same architecture
+    and data shape, so that its weights load into the new model as they are."""
+    assert spec.init_from is not None
+    source = get_job(session=session, owner=owner, job_id=spec.init_from)
+    model = session.execute(select(TrainedModel).where(TrainedModel.job_id == source.id)
+                            ).scalar_one_or_none()
+    if model is None or model.status != "ready":
+        raise conflict("init_from: that job has no ready model (it has not succeeded)")
+    source_spec = JobSpec.model_validate(source.spec)
+    mine = registry.config_from_spec(spec.model, info)
+    theirs = registry.config_from_spec(source_spec.model, model.info)
+    if spec.model.arch != source_spec.model.arch or mine != theirs:
+        raise invalid("init_from", "that job's model has another architecture or data shape "
+                      f"({source_spec.model.arch}: {registry.config_dict(theirs)})")
+
+
 def _queue_for(session: Session, spec: JobSpec) -> str:
     if spec.device == "cuda":
         return "gpu"
     if spec.device == "cpu":
         return "cpu"
+    # auto: the gpu queue only while a worker on it that really has CUDA has been seen
+    # lately (its reconciler's `_seen`), so that no job waits on a queue nobody serves.
     fresh = utcnow() - GPU_WORKER_FRESH
     gpu_alive = session.execute(select(WorkerSeen.name).where(
-        WorkerSeen.queue == "gpu", WorkerSeen.last_seen > fresh).limit(1)).first()
+        WorkerSeen.queue == "gpu", WorkerSeen.device.like("cuda%"),
+        WorkerSeen.last_seen > fresh).limit(1)).first()
     return "gpu" if gpu_alive else "cpu"
 
 
@@ -66,6 +87,8 @@ def create_job(*, session: Session, sender: Celery, settings: Settings, owner: O
             return existing, False
     info = resolve_dataset(session=session, owner=owner, ref=spec.dataset)
     _check_fits(spec, info)
+    if spec.init_from:
+        _check_init_from(session, owner, spec, info)
     active = session.execute(select(func.count()).select_from(Job).where(
         Job.owner_id == owner.id, Job.status.in_(ACTIVE))).scalar_one()
     if active >= settings.max_queued_jobs_per_owner:
@@ -124,7 +147,7 @@ def to_out(job: Job, model_id: str | None) -> JobOut:
         progress=Progress(epoch=job.epoch, epochs=job.epochs,
                           fraction=round(job.epoch / job.epochs, 6) if job.epochs else 0.0),
         metrics=job.latest_metrics, attempts=job.attempts, error=job.error, model_id=model_id,
-        device=job.device_used, cancel_requested=job.cancel_requested,
+        device=job.device_used, queue=job.queue, cancel_requested=job.cancel_requested,
         created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at)
 
 

@@ -168,12 +168,37 @@ def test_cancel_in_the_first_epoch_still_keeps_the_weights() -> None:
     assert [(e, m["metrics"]) for e, _, m in hooks.checkpoints] == [(0, {"partial": 1.0})]
 
 
-@pytest.mark.parametrize("reason", ["shutdown", "lease_lost"])
-def test_other_stops_return_their_reason_without_a_checkpoint(reason: str) -> None:
+def test_a_lost_lease_stops_without_writing_a_checkpoint() -> None:
     trainer = _trainer(_digits_spec(epochs=20, checkpoint_every=10))
-    hooks = Hooks(reason, stop_after=BATCHES_PER_EPOCH + 5)
-    assert trainer.run(hooks) == reason
+    hooks = Hooks("lease_lost", stop_after=BATCHES_PER_EPOCH + 5)
+    assert trainer.run(hooks) == "lease_lost"
     assert hooks.checkpoints == []
+
+
+@pytest.mark.parametrize("reason", ["shutdown", "time_limit", "cancel"])
+def test_a_mid_epoch_stop_checkpoints_a_position_that_resumes_exactly(reason: str) -> None:
+    spec = _digits_spec(epochs=3, checkpoint_every=10, seed=5)
+    whole = _trainer(spec)
+    whole_hooks = Hooks()
+    assert whole.run(whole_hooks) == "succeeded"
+
+    stopped = _trainer(spec)
+    stopped_hooks = Hooks(reason, stop_after=BATCHES_PER_EPOCH + 7)
+    assert stopped.run(stopped_hooks) == reason
+    epoch, tensors, meta = stopped_hooks.checkpoints[-1]
+    assert epoch == 1 and meta["position"]["batch_start"] == 7 * 64
+    tensors, meta = ckpt.decode(ckpt.encode(tensors, meta))
+
+    torch.manual_seed(999)
+    resumed = _trainer(spec)
+    resumed.restore(Resume(epoch=epoch, tensors=tensors, meta=meta))
+    resumed_hooks = Hooks()
+    assert resumed.run(resumed_hooks) == "succeeded"
+    assert [e for e, _ in resumed_hooks.epochs] == [2, 3]
+    for name, value in whole.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[name]), name
+    assert [m["train_loss"] for e, m in whole_hooks.epochs if e > 1] == [
+        m["train_loss"] for _, m in resumed_hooks.epochs]
 
 
 # -- resuming ------------------------------------------------------------------------------------

@@ -1,0 +1,60 @@
+"""Which device a job trains on, decided in the worker child that runs it.
+
+A GPU worker is one `trainserve worker --queues gpu --concurrency 1` per GPU, each started
+with `CUDA_VISIBLE_DEVICES` naming its GPU: the process then sees that GPU alone, as
+`cuda:0`, so one job runs per GPU at a time and no code here picks among several.
+
+Nothing here initialises CUDA in a worker's parent process: `torch.cuda.is_available()`
+only asks the driver, and the first real CUDA call happens in the child that trains (a
+child forked from a parent that had initialised CUDA cannot use it).
+"""
+
+import functools
+import logging
+import os
+
+import torch
+
+log = logging.getLogger(__name__)
+
+# With CUDA_VISIBLE_DEVICES set to one GPU, that GPU is index 0 in this process.
+WORKER_GPU = torch.device("cuda", 0)
+CPU = torch.device("cpu")
+
+
+class NoCudaError(Exception):
+    """A job that must train on CUDA reached a worker that has none."""
+
+
+def visible_gpus() -> str | None:
+    """What CUDA_VISIBLE_DEVICES selects ('' hides every GPU), or None when unset."""
+    return os.environ.get("CUDA_VISIBLE_DEVICES")
+
+
+def select_device(requested: str, queue: str) -> torch.device:
+    """The device for a job that asked for `requested` (auto, cpu, cuda) and was routed to
+    `queue`. Only the gpu queue trains on CUDA: a CPU worker never touches a GPU, even one
+    present on its machine, so that GPU workers own their devices exclusively."""
+    if queue != "gpu" or requested == "cpu":
+        return CPU
+    if torch.cuda.is_available():
+        _warn_if_shared()
+        return WORKER_GPU
+    if requested == "cuda":
+        raise NoCudaError(
+            "the job asks for device 'cuda' but the gpu-queue worker that took it has no "
+            f"usable CUDA device (CUDA_VISIBLE_DEVICES={visible_gpus()!r}); start gpu "
+            "workers only where torch.cuda.is_available() is true")
+    # `auto` was routed to a GPU worker that turned out to have none: CPU still does the job.
+    log.warning("a gpu-queue worker without CUDA trains a device 'auto' job on the cpu")
+    return CPU
+
+
+@functools.cache
+def _warn_if_shared() -> None:
+    """Warn once when this process sees several GPUs: it will use only the first, and any
+    other worker started the same way would share that GPU with it."""
+    count = torch.cuda.device_count()
+    if count > 1:
+        log.warning("%d GPUs are visible and this worker uses only cuda:0; run one worker "
+                    "per GPU, each with CUDA_VISIBLE_DEVICES=<index>", count)
