@@ -34,10 +34,12 @@ def _hold(session: Session, rt: Runtime, job_id: str, **values: Any) -> None:
         raise LeaseLost(job_id)
 
 
-def record_epoch(rt: Runtime, job_id: str, epoch: int, metrics: dict[str, float]) -> None:
+def record_epochs(rt: Runtime, job_id: str, rows: list[tuple[int, dict[str, float]]]) -> None:
+    """Metric rows in one transaction, with the job's progress set to the last of them."""
+    epoch, metrics = rows[-1]
     with session_scope(rt.sessions) as session:
         _hold(session, rt, job_id, epoch=epoch, latest_metrics={"epoch": epoch, **metrics})
-        session.add(EpochMetric(job_id=job_id, epoch=epoch, values=metrics))
+        session.add_all(EpochMetric(job_id=job_id, epoch=e, values=m) for e, m in rows)
 
 
 def record_checkpoint(rt: Runtime, job_id: str, epoch: int, data: bytes,

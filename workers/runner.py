@@ -7,17 +7,20 @@ from typing import Any
 
 import torch
 
+from app.db.tables import Dataset
 from models import checkpoint as ckpt
-from models.data import BUILTINS, ImageData, TextData, load_builtin
+from models.data import BUILTINS, ImageData, TextData, load_builtin, load_upload
+from models.formats import FormatError
 from models.spec import JobSpec
 from workers import devices, lease, recorder, shutdown
 from workers.recorder import LeaseLost
-from workers.runtime import Runtime
+from workers.runtime import Runtime, runtime
 from workers.trainer import Trainer, TrainingError
 from workers.writer import BackgroundWriter
 
 log = logging.getLogger(__name__)
 JOB_ID = re.compile(r"[0-9a-f]{28}")
+METRICS_FLUSH_SECONDS = 0.25
 
 
 class Hooks:
@@ -27,6 +30,8 @@ class Hooks:
                  writer: BackgroundWriter, deadline: float | None) -> None:
         self._rt, self._job_id = rt, job_id
         self._heartbeat, self._writer, self._deadline = heartbeat, writer, deadline
+        self._pending: list[tuple[int, dict[str, float]]] = []
+        self._flushed = time.monotonic()
 
     def stop_reason(self) -> str | None:
         """Read between batches, so every check here is a memory read or a clock read."""
@@ -39,12 +44,23 @@ class Hooks:
         return self._heartbeat.reason
 
     def on_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
-        self._writer.submit(recorder.record_epoch, self._rt, self._job_id, epoch, metrics)
+        # Short epochs are recorded a few at a time: one commit per epoch would bound a
+        # tiny model's speed by the database's.
+        self._pending.append((epoch, metrics))
+        if time.monotonic() - self._flushed >= METRICS_FLUSH_SECONDS:
+            self.flush_metrics()
+
+    def flush_metrics(self) -> None:
+        if self._pending:
+            self._writer.submit(recorder.record_epochs, self._rt, self._job_id, self._pending)
+            self._pending = []
+        self._flushed = time.monotonic()
 
     def on_checkpoint(self, epoch: int, tensors: dict[str, torch.Tensor],
                       meta: dict[str, Any]) -> None:
         # Encoded here: the tensors are live weights that the next batch will change.
         data = ckpt.encode(tensors, meta)
+        self.flush_metrics()  # a checkpoint's epochs are all recorded before it is
         self._writer.submit(recorder.record_checkpoint, self._rt, self._job_id, epoch, data,
                             meta)
 
@@ -59,11 +75,24 @@ def device_for(spec: JobSpec, queue: str) -> torch.device:
         raise TrainingError(str(exc)) from exc
 
 
-def load_data(spec: JobSpec) -> ImageData | TextData:
+def load_data(spec: JobSpec, rt: Runtime | None = None) -> ImageData | TextData:
     name = spec.dataset.removeprefix("builtin:")
-    if spec.dataset.startswith("builtin:") and name in BUILTINS:
-        return load_builtin(name, spec.training.validation_fraction)
-    raise TrainingError(f"dataset {spec.dataset} is not available to this worker")
+    if spec.dataset.startswith("builtin:"):
+        if name in BUILTINS:
+            return load_builtin(name, spec.training.validation_fraction)
+        raise TrainingError(f"dataset {spec.dataset} is not available to this worker")
+    # An upload: its row says what it is; the path of its file is built from its id alone.
+    rt = rt or runtime()
+    with rt.sessions() as session:
+        row = session.get(Dataset, spec.dataset)
+        found = (row.kind, dict(row.info)) if row is not None else None
+    if found is None:
+        raise TrainingError(f"dataset {spec.dataset} no longer exists")
+    try:
+        return load_upload(rt.settings.artifact_dir, spec.dataset, *found,
+                           spec.training.validation_fraction)
+    except FormatError as exc:
+        raise TrainingError(f"dataset {spec.dataset} cannot be read: {exc}") from exc
 
 
 def run_job(rt: Runtime, job_id: str) -> str:
@@ -83,6 +112,7 @@ def run_job(rt: Runtime, job_id: str) -> str:
     deadline = claimed.started_at.timestamp() + limit if limit else None
     with lease.Heartbeat(rt, job_id) as heartbeat:
         writer = BackgroundWriter()
+        hooks = Hooks(rt, job_id, heartbeat, writer, deadline)
         try:
             device = device_for(spec, claimed.queue)
             trainer = Trainer(spec, load_data(spec), device)
@@ -92,13 +122,15 @@ def run_job(rt: Runtime, job_id: str) -> str:
                 trainer.restore(resume)
             elif spec.init_from:
                 trainer.restore(recorder.model_weights(rt, spec.init_from), weights_only=True)
-            outcome = trainer.run(Hooks(rt, job_id, heartbeat, writer, deadline))
+            outcome = trainer.run(hooks)
+            hooks.flush_metrics()
             writer.flush()
             test = trainer.test_metrics() if outcome == "succeeded" else {}
         except LeaseLost:
             log.warning("job %s: lease lost, another worker owns it now", job_id)
             return "lease_lost"
         except TrainingError as exc:
+            hooks.flush_metrics()
             writer.flush()
             recorder.finish(rt, job_id, "failed", str(exc))
             return "failed"

@@ -15,6 +15,8 @@ from typing import Any
 import httpx
 import psycopg
 import redis
+import sqlalchemy
+import sqlalchemy.pool
 
 PG_ADMIN_URL = os.environ.get("TRAINSERVE_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("TRAINSERVE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
@@ -114,6 +116,24 @@ class Service:
             except httpx.HTTPError:
                 return False
         poll(ready, timeout=timeout, interval=0.1, what="the API to be ready")
+
+    @property
+    def database_url(self) -> str:
+        return self.env.get("TRAINSERVE_DATABASE_URL") or (
+            f"sqlite:///{self.env['TRAINSERVE_DATA_DIR']}/trainserve.db")
+
+    def sql(self, statement: str, **params: Any) -> list[Any]:
+        """Read or change the service's database behind its back, as a fault would."""
+        engine = sqlalchemy.create_engine(self.database_url, poolclass=sqlalchemy.pool.NullPool)
+        try:
+            with engine.begin() as conn:
+                result = conn.execute(sqlalchemy.text(statement), params)
+                return list(result) if result.returns_rows else []
+        finally:
+            engine.dispose()
+
+    def artifact(self, relative: str) -> Path:
+        return Path(self.env["TRAINSERVE_DATA_DIR"]) / "artifacts" / relative
 
     def log(self, name: str) -> str:
         path = self.root / f"{name}.log"
