@@ -41,7 +41,6 @@ def torch_threads(settings: Settings) -> int:
 def _init_child(**_: object) -> None:
     threads = torch_threads(get_settings())
     torch.set_num_threads(threads)
-    shutdown.install_child_handler()
     log.info("worker child %d uses %d torch threads", os.getpid(), threads)
 
 

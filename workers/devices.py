@@ -4,9 +4,10 @@ A GPU worker is one `trainserve worker --queues gpu --concurrency 1` per GPU, ea
 with `CUDA_VISIBLE_DEVICES` naming its GPU: the process then sees that GPU alone, as
 `cuda:0`, so one job runs per GPU at a time and no code here picks among several.
 
-Nothing here initialises CUDA in a worker's parent process: `torch.cuda.is_available()`
-only asks the driver, and the first real CUDA call happens in the child that trains (a
-child forked from a parent that had initialised CUDA cannot use it).
+This runs in the worker child that trains, never in the parent that forks the children:
+a child forked from a parent that initialised CUDA cannot use it. (The parent does ask
+`torch.cuda.is_available()` to label itself; with PYTORCH_NVML_BASED_CUDA_CHECK=1, as the
+image sets, that asks NVML and leaves CUDA uninitialised.)
 """
 
 import functools

@@ -109,11 +109,13 @@ def _prune(rt: Runtime, job_id: str) -> None:
 
 
 def prepare_resume(rt: Runtime, job_id: str, device: str) -> Resume | None:
-    """The newest checkpoint whose bytes match its recorded hash. Rows and metric rows past
-    it are dropped: the resumed run recomputes exactly those epochs."""
+    """The newest checkpoint whose bytes match its recorded hash. Checkpoints and metric
+    rows past it are dropped, and so is whatever a crash left half-written: the resumed run
+    recomputes exactly those epochs."""
     with session_scope(rt.sessions) as session:
         rows = session.execute(select(Checkpoint).where(Checkpoint.job_id == job_id)
                                .order_by(Checkpoint.epoch.desc())).scalars().all()
+        good: Checkpoint | None = None
         resume: Resume | None = None
         for row in rows:
             try:
@@ -122,15 +124,36 @@ def prepare_resume(rt: Runtime, job_id: str, device: str) -> Resume | None:
             except ckpt.CheckpointError as exc:
                 log.warning("checkpoint %s of job %s refused: %s", row.epoch, job_id, exc)
                 continue
-            resume = Resume(epoch=row.epoch, tensors=tensors, meta=meta)
+            good, resume = row, Resume(epoch=row.epoch, tensors=tensors, meta=meta)
             break
         after = resume.epoch if resume else 0
+        model = session.execute(select(TrainedModel).where(TrainedModel.job_id == job_id)
+                                ).scalar_one_or_none()
+        if model is not None and good is None:
+            session.delete(model)
+        elif model is not None and good is not None:
+            model.checkpoint_id, model.metrics = good.id, {"epoch": good.epoch, **good.metrics}
+        session.flush()
         session.execute(delete(Checkpoint).where(Checkpoint.job_id == job_id,
                                                  Checkpoint.epoch > after))
         session.execute(delete(EpochMetric).where(EpochMetric.job_id == job_id,
                                                   EpochMetric.epoch > after))
         _hold(session, rt, job_id, epoch=after, device_used=device)
+        kept = {row.path for row in rows if row.epoch <= after}
+    _sweep(rt, job_id, kept)
     return resume
+
+
+def _sweep(rt: Runtime, job_id: str, kept: set[str]) -> None:
+    """Remove the job's files that no checkpoint row names: temporary files of a write
+    that crashed, and files written just before a crash that recorded no row."""
+    folder = ckpt.resolve(rt.settings.artifact_dir, f"jobs/{job_id}")
+    if not folder.is_dir():
+        return
+    for path in folder.iterdir():
+        if f"jobs/{job_id}/{path.name}" not in kept:
+            log.info("job %s: removing %s, which no checkpoint row names", job_id, path.name)
+            path.unlink(missing_ok=True)
 
 
 def succeed(rt: Runtime, job_id: str, *, model_epoch: int,

@@ -3,7 +3,8 @@ hand itself back instead of dying mid-epoch.
 
 Celery's warm shutdown (SIGTERM to the main process) waits for running tasks but does not
 tell them; so the main process forwards SIGTERM to its pool children, whose handler only
-sets a flag that the training loop reads between batches.
+sets a flag that the training loop reads between batches. A SIGTERM sent to the whole
+process group (systemd, `kill -- -PGID`) reaches the child the same way.
 """
 
 import contextlib
@@ -25,9 +26,10 @@ def _on_sigterm(signum: int, frame: object) -> None:
 
 
 def install_child_handler() -> None:
-    """In a pool child, after the fork."""
-    _requested.clear()
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    """In a pool child, when a task starts. Not at worker_process_init: billiard replaces
+    every SIGTERM handler after that signal with one that exits the child on the spot."""
+    if signal.getsignal(signal.SIGTERM) is not _on_sigterm:
+        signal.signal(signal.SIGTERM, _on_sigterm)
 
 
 def forward_to_children() -> None:
