@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 import torch
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from app.db.tables import Dataset
 from models import checkpoint as ckpt
@@ -65,6 +66,11 @@ class Hooks:
                             meta)
 
 
+def database_unavailable(exc: BaseException) -> bool:
+    return isinstance(exc, OperationalError | DBAPIError) and (
+        isinstance(exc, OperationalError) or exc.connection_invalidated)
+
+
 def device_for(spec: JobSpec, queue: str) -> torch.device:
     """CUDA for gpu-queue jobs (the GPU that CUDA_VISIBLE_DEVICES gives this worker)."""
     try:
@@ -111,7 +117,8 @@ def run_job(rt: Runtime, job_id: str) -> str:
     limit = spec.training.time_limit_seconds or rt.settings.job_time_limit_seconds
     deadline = claimed.started_at.timestamp() + limit if limit else None
     with lease.Heartbeat(rt, job_id) as heartbeat:
-        writer = BackgroundWriter()
+        writer = BackgroundWriter(transient=database_unavailable,
+                                  retry_seconds=rt.settings.lease_seconds)
         hooks = Hooks(rt, job_id, heartbeat, writer, deadline)
         try:
             device = device_for(spec, claimed.queue)

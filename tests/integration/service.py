@@ -147,11 +147,15 @@ class Service:
         return poll(done, timeout=timeout, interval=0.1, what=f"job {job_id} to be {statuses}")
 
 
-def make_service(backend: str, root: Path) -> tuple[Service, Callable[[], None]]:
+def make_service(backend: str, root: Path, **settings: str) -> tuple[Service, Callable[[], None]]:
+    """A migrated service with keys for alice, bob and an admin, its API and one worker.
+    `backend` is sqlite, postgres (a fresh database on the shared server, Redis db 15) or
+    custom (the TRAINSERVE_* `settings` given, e.g. a private database and broker)."""
     env = {**os.environ, **FAST_SETTINGS, "TRAINSERVE_DATA_DIR": str(root / "data"),
            "PYTHONUNBUFFERED": "1"}
     env.pop("TRAINSERVE_DATABASE_URL", None)
     env.pop("TRAINSERVE_BROKER_URL", None)
+    env.update({f"TRAINSERVE_{key.upper()}": value for key, value in settings.items()})
     cleanups: list[Callable[[], None]] = []
     if backend == "postgres":
         name = f"trainserve_test_{secrets.token_hex(4)}"

@@ -127,3 +127,17 @@ def test_a_crash_mid_checkpoint_leaves_the_previous_one_in_use(service: Service)
         names = sorted(p.name for p in folder.iterdir())
         kept = client.get(f"/v1/jobs/{job['id']}/checkpoints").json()["items"]
         assert names == sorted(f"epoch-{c['epoch']:06d}.safetensors" for c in kept)
+
+
+def test_a_repeated_idempotency_key_returns_the_first_job(service: Service) -> None:
+    with service.client("alice") as alice, service.client("bob") as bob:
+        headers = {"Idempotency-Key": f"retry-{os.urandom(4).hex()}"}
+        first = alice.post("/v1/jobs", json=small_mlp(), headers=headers)
+        again = alice.post("/v1/jobs", json=small_mlp(epochs=5), headers=headers)
+        assert first.status_code == again.status_code == 202
+        assert again.json()["id"] == first.json()["id"]
+        assert again.json()["spec"]["training"]["epochs"] == 2  # the first job, unchanged
+        other = bob.post("/v1/jobs", json=small_mlp(), headers=headers)
+        assert other.json()["id"] != first.json()["id"]  # keys are per owner
+        for client, job in ((alice, first), (bob, other)):
+            service.wait_job(client, job.json()["id"])
