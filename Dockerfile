@@ -6,13 +6,16 @@
 # Build argument TORCH_VARIANT picks the PyTorch build by naming the PyTorch wheel index
 # (https://download.pytorch.org/whl/${TORCH_VARIANT}) that pip searches besides PyPI:
 #   cpu (default)  the CPU wheel, 2.13.0+cpu (satisfies constraints.txt's torch==2.13.0)
-#   cu124, ...     a CUDA wheel; use a variant the index publishes for torch 2.13.0
+#   cu130, ...     a CUDA wheel (cu130 is the CUDA 13.0 build, as on PyPI: NVIDIA driver
+#                  >= 580); use a variant the index publishes for torch 2.13.0
 #
-#   docker build -t trainserve .
-#   docker build --build-arg TORCH_VARIANT=cu124 -t trainserve:cuda .
+#   docker build -t trainserve:cpu .
+#   docker build --build-arg TORCH_VARIANT=cu130 -t trainserve:cuda .
 #
 # Run: docker compose up (see docker-compose.yml), or
-#   docker run --rm -p 127.0.0.1:8000:8000 -v trainserve-data:/data trainserve
+#   docker run --rm -p 127.0.0.1:8000:8000 -v trainserve-data:/data trainserve:cpu
+# and one GPU worker per GPU, with the TRAINSERVE_* settings docker-compose.yml gives:
+#   docker run --gpus device=0 ... trainserve:cuda worker --queues gpu --concurrency 1
 
 # ---------------------------------------------------------------------------------------
 FROM python:3.11-slim-bookworm AS builder
@@ -51,6 +54,13 @@ LABEL org.opencontainers.image.title="trainserve" \
       org.opencontainers.image.description="Trains neural networks and serves their predictions" \
       io.trainserve.torch-variant="${TORCH_VARIANT}"
 
+# Fashion-MNIST, a built-in dataset, is Debian's package (models/data.py reads it from
+# /usr/share/datasets/fashion-mnist): the API lists it and the workers train on it.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends \
+       dataset-fashion-mnist=0.0~git20200523.55506a9-1 \
+    && rm -rf /var/lib/apt/lists/*
+
 # An unprivileged user with a fixed uid, so volumes keep the same owner across rebuilds.
 # /data (database file, embedded broker, artifact store) is the only place it writes; a
 # new named volume mounted there inherits this ownership.
@@ -69,13 +79,17 @@ COPY workers/ workers/
 COPY models/ models/
 COPY migrations/ migrations/
 
+# PYTORCH_NVML_BASED_CUDA_CHECK: a GPU worker's parent process asks whether CUDA is
+# available; through NVML that leaves CUDA uninitialised, so the children it forks to train
+# can still use it (a child of a parent that initialised CUDA cannot).
 ENV PATH=/opt/venv/bin:$PATH \
     VIRTUAL_ENV=/opt/venv \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     TRAINSERVE_DATA_DIR=/data \
     TRAINSERVE_HOST=0.0.0.0 \
-    TRAINSERVE_PORT=8000
+    TRAINSERVE_PORT=8000 \
+    PYTORCH_NVML_BASED_CUDA_CHECK=1
 
 VOLUME /data
 EXPOSE 8000

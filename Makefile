@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
 
-.PHONY: run install install-test system services lint test test-unit bench clean
+.PHONY: run install install-test system services lint test test-unit bench gpu-check clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,10 @@ test-unit: install-test
 
 bench: install-test
 	$(BIN)/python bench/train_overhead.py
+
+## On a machine with an NVIDIA GPU: the gpu-marked tests and the GPU training benchmark.
+gpu-check:
+	bench/gpu_check.sh
 
 clean:
 	rm -rf $(VENV) var

@@ -65,6 +65,9 @@ def worker_argv(queues: str, concurrency: int | None, pool: str) -> list[str]:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    # Lets the parent ask whether CUDA exists without initialising it, which would leave
+    # its forked training children unable to use the GPU.
+    os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
     argv = worker_argv(args.queues, args.concurrency, args.pool)
     os.execv(argv[0], argv)
     return 1  # not reached

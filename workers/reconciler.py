@@ -25,6 +25,7 @@ from sqlalchemy.pool import NullPool
 from app.broker import send_train
 from app.config import Settings
 from app.db.engine import make_engine, session_scope
+from app.db.liveness import gpu_worker_alive
 from app.db.tables import Job, Lock, WorkerSeen, utcnow
 
 log = logging.getLogger(__name__)
@@ -114,6 +115,21 @@ class Reconciler:
             update(Job).where(Job.status == "queued", Job.cancel_requested.is_(True))
             .values(status="cancelled", finished_at=now)
             .execution_options(synchronize_session=False))
+        if not gpu_worker_alive(session):
+            self._reroute_auto_jobs_to_cpu(session)
+
+    def _reroute_auto_jobs_to_cpu(self, session: Session) -> None:
+        """`device: auto` jobs sent to the gpu queue while a GPU worker lived would wait
+        there forever once none is left; they go to the CPU workers instead."""
+        waiting = session.execute(select(Job.id, Job.spec).where(
+            Job.status == "queued", Job.queue == "gpu")).all()
+        stranded = [job_id for job_id, spec in waiting if spec.get("device") == "auto"]
+        if stranded:
+            session.execute(update(Job).where(Job.id.in_(stranded), Job.status == "queued")
+                            .values(queue="cpu", sent_at=None)
+                            .execution_options(synchronize_session=False))
+            log.warning("%d auto job(s) moved to the cpu queue: no GPU worker is alive",
+                        len(stranded))
 
     def _resend_queued(self) -> None:
         stale = utcnow() - timedelta(seconds=self.settings.resend_after_seconds)

@@ -1,6 +1,5 @@
 """Jobs: the rules. Routes call these with keyword arguments; every query is owner-scoped."""
 
-from datetime import timedelta
 from typing import Any
 
 from celery import Celery
@@ -11,16 +10,14 @@ from sqlalchemy.orm import Session
 from app.broker import send_train
 from app.config import Settings
 from app.datasets.service import resolve_dataset
-from app.db.tables import Checkpoint, EpochMetric, Job, Owner, TrainedModel, WorkerSeen, utcnow
+from app.db.liveness import gpu_worker_alive
+from app.db.tables import Checkpoint, EpochMetric, Job, Owner, TrainedModel, utcnow
 from app.errors import ApiError, conflict, invalid, not_found
 from app.jobs.schemas import JobOut, Progress
 from models import registry
 from models.spec import MAX_PARAMETERS, JobSpec
 
 ACTIVE = ("queued", "running")
-GPU_WORKER_FRESH = timedelta(seconds=60)
-
-
 def scoped(query: Select[Any], owner: Owner, column: Any) -> Select[Any]:
     return query if owner.is_admin else query.where(column == owner.id)
 
@@ -68,13 +65,9 @@ def _queue_for(session: Session, spec: JobSpec) -> str:
         return "gpu"
     if spec.device == "cpu":
         return "cpu"
-    # auto: the gpu queue only while a worker on it that really has CUDA has been seen
-    # lately (its reconciler's `_seen`), so that no job waits on a queue nobody serves.
-    fresh = utcnow() - GPU_WORKER_FRESH
-    gpu_alive = session.execute(select(WorkerSeen.name).where(
-        WorkerSeen.queue == "gpu", WorkerSeen.device.like("cuda%"),
-        WorkerSeen.last_seen > fresh).limit(1)).first()
-    return "gpu" if gpu_alive else "cpu"
+    # auto: the gpu queue only while a GPU worker is alive, so that no job waits on a
+    # queue nobody serves (the reconciler moves it back if they all go away).
+    return "gpu" if gpu_worker_alive(session) else "cpu"
 
 
 def create_job(*, session: Session, sender: Celery, settings: Settings, owner: Owner,
