@@ -1,10 +1,10 @@
-"""Samples per second of the seed MLP trained by the service vs. a bare PyTorch loop.
+"""Samples per second of training through the service vs. a bare PyTorch loop.
 
-Starts a real service (SQLite, embedded broker, one worker), submits the seed's MLP on
-builtin:digits, and times it from the worker's claim to the job's end; then runs a plain
-PyTorch loop of the same config, data, threads and per-epoch validation in this process.
-Rounds alternate so that machine noise hits both alike; medians are compared.
-Prints one JSON line.
+For the seed's MLP, a small CNN and a 2-layer LSTM character model: starts a real service
+(SQLite, embedded broker, one worker), submits the job and times it from the worker's
+claim to the job's end; then runs a plain PyTorch loop of the same config, data, threads
+and per-epoch validation in this process. Rounds alternate so that machine noise hits
+both alike; medians are compared. Prints one JSON line.
 """
 
 import argparse
@@ -16,86 +16,117 @@ import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models.data import load_builtin
-from models.mlp import MLP, MLPConfig
+from models import registry
+from models.data import ImageData, load_builtin, windows
+from models.spec import JobSpec
 from tests.integration.service import make_service
+from workers.optimizers import make_optimizer
 
-SPEC = {
-    "dataset": "builtin:digits",
-    "model": {"arch": "mlp", "hidden_sizes": [1000, 1000], "activation": "relu"},
-    "optimizer": {"name": "adadelta", "lr": 0.1, "rho": 0.95, "eps": 1e-5},
-    "training": {"epochs": 30, "batch_size": 100, "seed": 0},
-    "device": "cpu",
+SPECS: dict[str, dict[str, Any]] = {
+    "mlp": {"dataset": "builtin:digits",
+            "model": {"arch": "mlp", "hidden_sizes": [1000, 1000], "activation": "relu"},
+            "optimizer": {"name": "adadelta", "lr": 0.1, "rho": 0.95, "eps": 1e-5},
+            "training": {"epochs": 30, "batch_size": 100, "seed": 0}},
+    "cnn": {"dataset": "builtin:digits",
+            "model": {"arch": "cnn", "channels": [16, 32], "hidden_sizes": [64]},
+            "optimizer": {"name": "adam", "lr": 0.001},
+            "training": {"epochs": 10, "batch_size": 64, "seed": 0}},
+    "lstm": {"dataset": "builtin:python-docs",
+             "model": {"arch": "lstm", "hidden_size": 64, "num_layers": 2,
+                       "embedding_dim": 32},
+             "optimizer": {"name": "adam", "lr": 0.002},
+             "training": {"epochs": 1, "batch_size": 64, "seq_len": 64, "seed": 0,
+                          "grad_clip": 5.0}},
 }
+EVAL_BATCH = 1024
 
 
-def bare_loop(threads: int) -> float:
+def tensors(spec: JobSpec) -> tuple[Any, ...]:
+    data = load_builtin(spec.dataset.removeprefix("builtin:"))
+    if isinstance(data, ImageData):
+        return (data.x_train, data.y_train, data.x_val, data.y_val,
+                {"classes": data.classes, "shape": data.shape})
+    seq = spec.training.seq_len
+    train, val = windows(data.train, seq), windows(data.val, seq)
+    return train[:, :-1], train[:, 1:], val[:, :-1], val[:, 1:], {"vocab": data.vocab}
+
+
+def bare_loop(spec_json: dict[str, Any], threads: int) -> float:
     """Examples per second of a plain loop doing what the trainer does, minus the service."""
     torch.set_num_threads(threads)
     started = time.perf_counter()
-    data = load_builtin("digits")
-    torch.manual_seed(0)
-    model = MLP(MLPConfig(input_dim=64, num_classes=10, hidden_sizes=[1000, 1000]))
-    optimizer = torch.optim.Adadelta(model.parameters(), lr=0.1, rho=0.95, eps=1e-5)
-    n, epochs, batch = len(data.y_train), SPEC["training"]["epochs"], 100
-    for epoch in range(1, epochs + 1):
+    spec = JobSpec.model_validate(spec_json)
+    x, y, x_val, y_val, info = tensors(spec)
+    torch.manual_seed(spec.training.seed)
+    model = registry.build(spec.model.arch, registry.config_from_spec(spec.model, info))
+    optimizer = make_optimizer(spec.optimizer, model.parameters())
+    n, batch = len(y), spec.training.batch_size
+    for epoch in range(1, spec.training.epochs + 1):
         model.train()
         order = torch.randperm(n, generator=torch.Generator().manual_seed(epoch))
         for start in range(0, n, batch):
             index = order[start:start + batch]
-            _, loss = model(data.x_train[index], data.y_train[index])
+            _, loss = model(x[index], y[index])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if spec.training.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), spec.training.grad_clip)
             optimizer.step()
         model.eval()
         with torch.no_grad():
-            logits, _ = model(data.x_val, data.y_val)
-            (logits.argmax(-1) == data.y_val).float().mean().item()
-    return n * epochs / (time.perf_counter() - started)
+            for start in range(0, len(y_val), EVAL_BATCH):
+                target = y_val[start:start + EVAL_BATCH]
+                logits, loss = model(x_val[start:start + EVAL_BATCH], target)
+                loss.item(), (logits.argmax(-1) == target).sum().item()
+    return n * spec.training.epochs / (time.perf_counter() - started)
 
 
-def service_run(client, service) -> tuple[float, float]:  # type: ignore[no-untyped-def]
-    job = client.post("/v1/jobs", json=SPEC).json()
-    job = service.wait_job(client, job["id"], timeout=600)
+def service_run(service: Any, client: Any, spec_json: dict[str, Any]) -> float:
+    job = client.post("/v1/jobs", json={**spec_json, "device": "cpu"}).json()
+    job = service.wait_job(client, job["id"], timeout=1800)
     if job["status"] != "succeeded":
         raise SystemExit(f"service job ended {job['status']}: {job['error']}")
     seconds = (datetime.fromisoformat(job["finished_at"])
                - datetime.fromisoformat(job["started_at"])).total_seconds()
-    n = round(1797 * 0.8)
-    return n * SPEC["training"]["epochs"] / seconds, job["metrics"]["val_accuracy"]
+    spec = JobSpec.model_validate(spec_json)
+    n = len(tensors(spec)[1])
+    return n * spec.training.epochs / seconds
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (default 3)")
+    parser.add_argument("--only", choices=sorted(SPECS), action="append",
+                        help="measure only these (repeatable)")
     args = parser.parse_args()
     threads = os.cpu_count() or 1  # the worker's default: cores / concurrency 1
+    figures: dict[str, Any] = {"bench": "train_overhead", "threads": threads,
+                               "rounds": args.rounds}
     with tempfile.TemporaryDirectory() as tmp:
         service, teardown = make_service("sqlite", Path(tmp))
         try:
             with service.client() as client:
-                service_run(client, service)  # warm-up: imports, first model build
-                bare, served, accuracy = [], [], 0.0
-                for _ in range(args.rounds):
-                    bare.append(bare_loop(threads))
-                    rate, accuracy = service_run(client, service)
-                    served.append(rate)
+                for name in args.only or list(SPECS):
+                    service_run(service, client, SPECS[name])  # warm-up: caches, first build
+                    bare, served = [], []
+                    for _ in range(args.rounds):
+                        bare.append(bare_loop(SPECS[name], threads))
+                        served.append(service_run(service, client, SPECS[name]))
+                    figures[name] = {
+                        "service_samples_per_s": round(statistics.median(served), 1),
+                        "bare_samples_per_s": round(statistics.median(bare), 1),
+                        "ratio": round(statistics.median(served) / statistics.median(bare), 3),
+                        "service_all": [round(v, 1) for v in served],
+                        "bare_all": [round(v, 1) for v in bare]}
         finally:
             teardown()
-    print(json.dumps({
-        "bench": "train_overhead", "model": "mlp-1000-1000 adadelta digits, 30 epochs",
-        "threads": threads, "rounds": args.rounds,
-        "service_samples_per_s": round(statistics.median(served), 1),
-        "bare_samples_per_s": round(statistics.median(bare), 1),
-        "ratio": round(statistics.median(served) / statistics.median(bare), 3),
-        "service_val_accuracy": round(accuracy, 4),
-        "service_all": [round(v, 1) for v in served], "bare_all": [round(v, 1) for v in bare],
-    }))
+    print(json.dumps(figures))
 
 
 if __name__ == "__main__":

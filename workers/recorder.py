@@ -195,10 +195,11 @@ def _set_model_status(session: Session, job_id: str, status: str) -> None:
                     .values(status=status).execution_options(synchronize_session=False))
 
 
-def finish(rt: Runtime, job_id: str, status: str, error: str | None = None) -> None:
+def finish(rt: Runtime, job_id: str, status: str, error: str | None = None,
+           failure_kind: str | None = None) -> None:
     with session_scope(rt.sessions) as session:
-        _hold(session, rt, job_id, status=status, error=error, finished_at=utcnow(),
-              lease_owner=None, lease_expires_at=None)
+        _hold(session, rt, job_id, status=status, error=error, failure_kind=failure_kind,
+              finished_at=utcnow(), lease_owner=None, lease_expires_at=None)
         _set_model_status(session, job_id, "unavailable")
 
 

@@ -111,7 +111,7 @@ def run_job(rt: Runtime, job_id: str) -> str:
         return "skipped"
     if claimed.attempts > rt.settings.max_attempts:
         recorder.finish(rt, job_id, "failed", f"gave up after {claimed.attempts - 1} attempts; "
-                        "the worker running it stopped each time")
+                        "the worker running it stopped each time", "infrastructure")
         return "failed"
     spec = JobSpec.model_validate(claimed.spec)
     limit = spec.training.time_limit_seconds or rt.settings.job_time_limit_seconds
@@ -136,10 +136,12 @@ def run_job(rt: Runtime, job_id: str) -> str:
         except LeaseLost:
             log.warning("job %s: lease lost, another worker owns it now", job_id)
             return "lease_lost"
-        except TrainingError as exc:
+        except (TrainingError, torch.OutOfMemoryError) as exc:
             hooks.flush_metrics()
             writer.flush()
-            recorder.finish(rt, job_id, "failed", str(exc))
+            reason = str(exc) if isinstance(exc, TrainingError) else (
+                "out of memory on this job's own model and batch size; make them smaller")
+            recorder.finish(rt, job_id, "failed", reason, "user")
             return "failed"
         finally:
             writer.close()
@@ -149,7 +151,7 @@ def run_job(rt: Runtime, job_id: str) -> str:
             recorder.finish(rt, job_id, "cancelled")
         elif outcome == "time_limit":
             recorder.finish(rt, job_id, "failed", f"stopped at its time limit of {limit:g} s; "
-                            "its checkpoints are kept")
+                            "its checkpoints are kept", "user")
         elif outcome == "shutdown":
             recorder.release(rt, job_id)
         return outcome

@@ -106,6 +106,8 @@ class Job(Base):
     latest_metrics: Mapped[dict[str, Any] | None]
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text)
+    # 'user' (its data, spec or limits: not retried) or 'infrastructure' (workers lost).
+    failure_kind: Mapped[str | None] = mapped_column(String(16))
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     idempotency_key: Mapped[str | None] = mapped_column(String(200))
     lease_owner: Mapped[str | None] = mapped_column(String(200))

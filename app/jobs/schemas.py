@@ -23,6 +23,9 @@ class JobOut(BaseModel):
     metrics: dict[str, Any] | None = Field(description="the latest epoch's metrics")
     attempts: int
     error: str | None
+    failure_kind: Literal["user", "infrastructure"] | None = Field(
+        None, description="whose fault a failure was: the job's own (its data, spec or limits; "
+        "never retried) or the infrastructure's (workers lost; retried up to a cap)")
     model_id: str | None = Field(description="set once the job has produced a model")
     device: str | None = Field(description="where it trained, once it started")
     queue: str = Field(description="the worker queue it was routed to: cpu or gpu")

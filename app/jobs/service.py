@@ -139,7 +139,8 @@ def to_out(job: Job, model_id: str | None) -> JobOut:
         id=job.id, name=job.name, status=job.status, spec=job.spec,  # type: ignore[arg-type]
         progress=Progress(epoch=job.epoch, epochs=job.epochs,
                           fraction=round(job.epoch / job.epochs, 6) if job.epochs else 0.0),
-        metrics=job.latest_metrics, attempts=job.attempts, error=job.error, model_id=model_id,
+        metrics=job.latest_metrics, attempts=job.attempts, error=job.error,
+        failure_kind=job.failure_kind, model_id=model_id,
         device=job.device_used, queue=job.queue, cancel_requested=job.cancel_requested,
         created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at)
 

@@ -76,6 +76,7 @@ def test_a_job_that_kills_its_worker_every_time_fails_after_the_cap(service: Ser
                       what="the job to be given up")
         assert len(killed) == 3  # TRAINSERVE_MAX_ATTEMPTS
         assert "gave up after 3 attempts" in failed["error"]
+        assert failed["failure_kind"] == "infrastructure"
         assert failed["attempts"] == 4
 
 

@@ -37,6 +37,7 @@ def test_a_job_past_its_time_limit_fails_and_keeps_its_checkpoints(service: Serv
         job = service.wait_job(client, client.post("/v1/jobs", json=spec).json()["id"])
         assert job["status"] == "failed"
         assert "time limit of 2 s" in job["error"]
+        assert job["failure_kind"] == "user"
         assert client.get(f"/v1/jobs/{job['id']}/checkpoints").json()["items"]
 
 
@@ -61,3 +62,14 @@ def test_builtin_datasets_are_listed(service: Service) -> None:
         names = {d["name"] for d in client.get("/v1/datasets/builtin").json()["items"]}
     assert {"builtin:hihello", "builtin:digits", "builtin:python-docs",
             "builtin:fashion-mnist"} <= names
+
+
+def test_a_diverging_job_fails_as_the_users_error_without_a_retry(service: Service) -> None:
+    spec = small_mlp(3, l2=10.0)
+    spec["optimizer"] = {"name": "sgd", "lr": 100.0}
+    with service.client() as client:
+        job = service.wait_job(client, client.post("/v1/jobs", json=spec).json()["id"])
+        assert job["status"] == "failed"
+        assert "training loss became nan" in job["error"]
+        assert job["failure_kind"] == "user"
+        assert job["attempts"] == 1
