@@ -88,8 +88,10 @@ def bare_loop(spec_json: dict[str, Any], threads: int) -> float:
 
 
 def service_run(service: Any, client: Any, spec_json: dict[str, Any]) -> float:
-    job = client.post("/v1/jobs", json={**spec_json, "device": "cpu"}).json()
-    job = service.wait_job(client, job["id"], timeout=1800)
+    response = client.post("/v1/jobs", json={**spec_json, "device": "cpu"})
+    if response.status_code != 202:
+        raise SystemExit(f"submit failed: {response.status_code} {response.text}")
+    job = service.wait_job(client, response.json()["id"], timeout=1800)
     if job["status"] != "succeeded":
         raise SystemExit(f"service job ended {job['status']}: {job['error']}")
     seconds = (datetime.fromisoformat(job["finished_at"])
