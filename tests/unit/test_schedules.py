@@ -8,24 +8,9 @@ import torch
 from models.checkpoint import decode, encode
 from models.data import load_builtin
 from models.spec import JobSpec
+from tests.unit.recording_hooks import Hooks
 from workers.schedules import Stopper
 from workers.trainer import Resume, Trainer
-
-
-class Hooks:
-    def __init__(self) -> None:
-        self.epochs: list[tuple[int, dict[str, float]]] = []
-        self.checkpoints: list[tuple[int, dict[str, torch.Tensor], dict[str, Any]]] = []
-
-    def stop_reason(self) -> None:
-        return None
-
-    def on_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
-        self.epochs.append((epoch, dict(metrics)))
-
-    def on_checkpoint(self, epoch: int, tensors: dict[str, torch.Tensor],
-                      meta: dict[str, Any]) -> None:
-        self.checkpoints.append((epoch, {k: v.clone() for k, v in tensors.items()}, meta))
 
 
 def spec(**training: Any) -> JobSpec:

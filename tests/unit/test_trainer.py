@@ -10,6 +10,7 @@ from models import checkpoint as ckpt
 from models import registry
 from models.data import load_builtin
 from models.spec import JobSpec
+from tests.unit.recording_hooks import Hooks
 from workers.trainer import Resume, Trainer, TrainingError
 
 CPU = torch.device("cpu")
@@ -21,30 +22,6 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-class Hooks:
-    """Records what the trainer reports; stops with `reason` after `stop_after` checks."""
-
-    def __init__(self, reason: str | None = None, stop_after: int | None = None) -> None:
-        self.reason, self.stop_after = reason, stop_after
-        self.checks = 0
-        self.epochs: list[tuple[int, dict[str, float]]] = []
-        self.checkpoints: list[tuple[int, dict[str, torch.Tensor], dict[str, Any]]] = []
-
-    def stop_reason(self) -> str | None:
-        self.checks += 1
-        if self.stop_after is not None and self.checks > self.stop_after:
-            return self.reason
-        return None
-
-    def on_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
-        self.epochs.append((epoch, dict(metrics)))
-
-    def on_checkpoint(self, epoch: int, tensors: dict[str, torch.Tensor],
-                      meta: dict[str, Any]) -> None:
-        # The tensors are live weights; keep a copy as a real hook would encode them.
-        self.checkpoints.append((epoch, {k: v.clone() for k, v in tensors.items()}, meta))
 
 
 def _digits_spec(**training: Any) -> JobSpec:
