@@ -1,4 +1,5 @@
-"""The `trainserve` command: run the service, migrate the database, manage keys.
+"""The `trainserve` command: run the service, migrate the database, manage keys, and (as
+an HTTP client of a running API, see app/client.py) submit, watch and query jobs and models.
 
 The worker is started as its own `celery` process, so this module (like the rest of app/)
 never imports the workers' task code.
@@ -10,12 +11,13 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
+from app import client as api
 from app.config import get_settings
 from app.db.engine import make_engine, make_sessionmaker, session_scope
 from app.db.migrate import upgrade
-from app.keys.service import any_owner, create_key, revoke_key
+from app.keys.service import any_owner, create_key, list_keys, revoke_key
 
 STOP_GRACE_SECONDS = 15
 
@@ -44,6 +46,19 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
         print(f"no active key starts with {args.prefix!r}", file=sys.stderr)
         return 1
     print(f"revoked {count} key(s)", file=sys.stderr)
+    return 0
+
+
+def cmd_keys_list(_: argparse.Namespace) -> int:
+    with session_scope(_sessions()) as session:
+        rows = list_keys(session)
+    print(f"{'PREFIX':<12}{'OWNER':<20}{'ROLE':<7}{'CREATED':<22}{'LAST USED':<22}REVOKED")
+    for key, owner in rows:
+        when = [f"{t:%Y-%m-%d %H:%M:%S}" if t else "-"
+                for t in (key.created_at, key.last_used_at, key.revoked_at)]
+        role = "admin" if owner.is_admin else "owner"
+        print(f"{key.prefix:<12}{owner.name[:19]:<20}{role:<7}{when[0]:<22}{when[1]:<22}"
+              f"{when[2]}")
     return 0
 
 
@@ -109,6 +124,71 @@ def cmd_up(args: argparse.Namespace) -> int:
     return 0
 
 
+def _client_command(run: Callable[[api.ApiClient, argparse.Namespace], int]
+                    ) -> Callable[[argparse.Namespace], int]:
+    """A client command's errors (a refusal, an unreachable API) as one line and exit 1."""
+    def wrapped(args: argparse.Namespace) -> int:
+        try:
+            return int(run(api.ApiClient.from_env(), args))
+        except api.ClientError as exc:
+            print(f"trainserve: {exc}", file=sys.stderr)
+            return 1
+    return wrapped
+
+
+def _watch(client: api.ApiClient, job_id: str) -> int:
+    final = api.watch(client, job_id)
+    print(f"{job_id} {final['status']}" + (f" model {final['model_id']}"
+          if final.get("model_id") else "") + (f": {final['error']}" if final.get("error")
+                                                 else ""))
+    return 0 if final["status"] == "succeeded" else 1
+
+
+def cmd_jobs_submit(client: api.ApiClient, args: argparse.Namespace) -> int:
+    job = client.request("POST", "/v1/jobs", json=api.load_spec(args.spec))
+    print(job["id"])
+    return _watch(client, job["id"]) if args.watch else 0
+
+
+def cmd_jobs_list(client: api.ApiClient, args: argparse.Namespace) -> int:
+    params = {"limit": args.limit, **({"status": args.status} if args.status else {})}
+    page = client.request("GET", "/v1/jobs", params=params)
+    print(api.dumps(page) if args.json else api.job_table(page["items"]))
+    return 0
+
+
+def cmd_jobs_get(client: api.ApiClient, args: argparse.Namespace) -> int:
+    print(api.dumps(client.request("GET", f"/v1/jobs/{args.id}")))
+    return 0
+
+
+def cmd_jobs_watch(client: api.ApiClient, args: argparse.Namespace) -> int:
+    return _watch(client, args.id)
+
+
+def cmd_jobs_cancel(client: api.ApiClient, args: argparse.Namespace) -> int:
+    job = client.request("POST", f"/v1/jobs/{args.id}/cancel")
+    print(f"{job['id']} {job['status']}" + (" (cancel requested)" if job["status"] == "running"
+                                           else ""))
+    return 0
+
+
+def cmd_models_predict(client: api.ApiClient, args: argparse.Namespace) -> int:
+    body = api.predict_body(args.text, args.top_k)
+    print(api.dumps(client.request("POST", f"/v1/models/{args.id}/predict", json=body)))
+    return 0
+
+
+def cmd_models_generate(client: api.ApiClient, args: argparse.Namespace) -> int:
+    prompt = args.prompt
+    if prompt is None:  # the model's first vocabulary character: any prompt must be in it
+        prompt = client.request("GET", f"/v1/models/{args.id}")["info"]["vocab"][0]
+    body = {"prompt": prompt, "max_chars": args.max_chars, "temperature": args.temperature,
+            "top_k": args.top_k, "seed": args.seed}
+    print(client.request("POST", f"/v1/models/{args.id}/generate", json=body)["text"])
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="trainserve", description="Train neural networks and serve their predictions. "
@@ -143,7 +223,51 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = key_commands.add_parser("revoke", help="revoke keys by their first 10 characters")
     revoke.add_argument("prefix")
     revoke.set_defaults(func=cmd_keys_revoke)
+    key_commands.add_parser("list", help="every key's prefix, owner, role and last use (the "
+                            "keys themselves are not stored)").set_defaults(func=cmd_keys_list)
+    _client_parsers(commands)
     return parser
+
+
+def _client_parsers(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    where = " (a client of the API at TRAINSERVE_URL, with TRAINSERVE_API_KEY)"
+    jobs = commands.add_parser("jobs", help="submit, list, watch and cancel jobs" + where)
+    job_commands = jobs.add_subparsers(dest="jobs_command", required=True)
+    submit = job_commands.add_parser("submit", help="submit a spec; prints the job id")
+    submit.add_argument("spec", help="a job spec file, .json or .yaml (- for stdin)")
+    submit.add_argument("--watch", action="store_true", help="then show its progress")
+    submit.set_defaults(func=_client_command(cmd_jobs_submit))
+    list_ = job_commands.add_parser("list", help="jobs, newest first")
+    list_.add_argument("--status", choices=["queued", "running", "succeeded", "failed",
+                                            "cancelled"])
+    list_.add_argument("--limit", type=int, default=50)
+    list_.add_argument("--json", action="store_true", help="the API's JSON, not a table")
+    list_.set_defaults(func=_client_command(cmd_jobs_list))
+    for name, func, text in (
+            ("get", cmd_jobs_get, "print a job as JSON"),
+            ("watch", cmd_jobs_watch, "a progress bar (epoch, loss, ETA) until the job ends; "
+             "exit 0 if it succeeded"),
+            ("cancel", cmd_jobs_cancel, "cancel a queued or running job")):
+        command = job_commands.add_parser(name, help=text)
+        command.add_argument("id", help="the job's id")
+        command.set_defaults(func=_client_command(func))
+
+    models = commands.add_parser("models", help="ask trained models" + where)
+    model_commands = models.add_subparsers(dest="models_command", required=True)
+    predict = model_commands.add_parser(
+        "predict", help="next characters after TEXT, or classes for a JSON list of inputs")
+    predict.add_argument("id", help="the model's id")
+    predict.add_argument("text", help="text, or a JSON list: one example or a list of them")
+    predict.add_argument("--top-k", type=int, default=3)
+    predict.set_defaults(func=_client_command(cmd_models_predict))
+    generate = model_commands.add_parser("generate", help="sample text from a character model")
+    generate.add_argument("id", help="the model's id")
+    generate.add_argument("--prompt", help="default: the first character of its vocabulary")
+    generate.add_argument("--max-chars", type=int, default=200)
+    generate.add_argument("--temperature", type=float, default=1.0)
+    generate.add_argument("--top-k", type=int, default=None)
+    generate.add_argument("--seed", type=int, default=None, help="the same seed, the same text")
+    generate.set_defaults(func=_client_command(cmd_models_generate))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

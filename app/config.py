@@ -2,9 +2,10 @@
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BeforeValidator, Field, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -36,6 +37,34 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(256 * 1024 * 1024, ge=1)
     max_queued_jobs_per_owner: int = Field(100, ge=1)
     log_level: str = "INFO"
+
+    # Serving. The model cache is bounded by parameter bytes as well as by count.
+    model_cache_bytes: int = Field(2 * 1024**3, ge=1, description="parameter bytes kept loaded")
+    # Model ids loaded (and run once) at startup, comma-separated: their first request is fast.
+    warm_models: Annotated[list[str], NoDecode, BeforeValidator(
+        lambda v: [s.strip() for s in v.split(",") if s.strip()] if isinstance(v, str) else v)
+    ] = Field(default_factory=list)
+    # Concurrent predictions to one model run as one forward pass of at most this many...
+    batch_max_size: int = Field(32, ge=1, le=1024)
+    # ...gathered for at most this long, and only while requests are arriving concurrently:
+    # a lone request never waits.
+    batch_delay_ms: float = Field(1.0, ge=0, le=50)
+    # Threads for `generate` (a long sequential loop), apart from the batched predictions.
+    generate_threads: int = Field(1, ge=1, le=64)
+    # How long an API key's owner and a (model, owner) lookup are reused without asking the
+    # database: a revoked key stops working within this many seconds.
+    lookup_cache_seconds: float = Field(2.0, ge=0, le=2)
+    # Uploaded datasets; max_upload_bytes above bounds the upload itself (413).
+    max_dataset_examples: int = Field(
+        20_000_000, ge=1, description="examples in one dataset (characters for text)")
+    max_vocab_size: int = Field(10_000, ge=2, description="distinct characters of a text dataset")
+    max_dataset_classes: int = Field(1_000, ge=2, description="classes of an image dataset")
+    max_decompressed_bytes: int = Field(
+        1024 * 1024 * 1024, ge=1, description="what an upload's gzip and tar may expand to")
+
+    # Per API key, on /v1 and /v2: a sustained rate and a burst; 0 turns limiting off.
+    rate_limit_per_second: float = Field(200.0, ge=0, le=1e6)
+    rate_limit_burst: int = Field(400, ge=1, le=1_000_000)
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> "Settings":

@@ -5,13 +5,15 @@ from typing import Annotated
 
 from celery import Celery
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy.orm import Session
+from fastapi.security.utils import get_authorization_scheme_param
+from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
 from app.db.tables import Owner
 from app.errors import ApiError
-from app.keys.service import owner_for_key
+from app.keys.service import TTLCache, hash_key, owner_for_key_hash
 
 _bearer = HTTPBearer(auto_error=False, description="an API key from `trainserve keys create`")
 
@@ -41,18 +43,44 @@ def get_sender(request: Request) -> Celery:
 SenderDep = Annotated[Celery, Depends(get_sender)]
 
 
-def current_owner(
-    session: SessionDep,
+def _unauthorized() -> ApiError:
+    return ApiError(401, "a valid API key is required", headers={"WWW-Authenticate": "Bearer"})
+
+
+def _lookup(sessions: sessionmaker[Session], key_hash: str) -> Owner | None:
+    with sessions() as session:
+        return owner_for_key_hash(session, key_hash)
+
+
+async def owner_for(request: Request, key: str) -> Owner:
+    """The key's owner, from the short-lived key cache when it can: a known key costs no
+    database round trip and no threadpool hop, which matters on the prediction path."""
+    key_hash = hash_key(key)
+    cache: TTLCache[str, Owner] = request.app.state.key_cache
+    owner = cache.get(key_hash)
+    if owner is None:
+        owner = await run_in_threadpool(_lookup, request.app.state.sessions, key_hash)
+        if owner is None:
+            raise _unauthorized()
+        cache.put(key_hash, owner)
+    return owner
+
+
+async def current_owner(
+    request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Owner:
-    unauthorized = ApiError(401, "a valid API key is required",
-                            headers={"WWW-Authenticate": "Bearer"})
     if credentials is None or credentials.scheme.lower() != "bearer":
-        raise unauthorized
-    owner = owner_for_key(session, credentials.credentials)
-    if owner is None:
-        raise unauthorized
-    return owner
+        raise _unauthorized()
+    return await owner_for(request, credentials.credentials)
+
+
+async def authenticate(request: Request) -> Owner:
+    """`current_owner` for routes that read the request themselves (the fast paths)."""
+    scheme, key = get_authorization_scheme_param(request.headers.get("authorization"))
+    if scheme.lower() != "bearer" or not key:
+        raise _unauthorized()
+    return await owner_for(request, key)
 
 
 OwnerDep = Annotated[Owner, Depends(current_owner)]

@@ -1,13 +1,20 @@
 """Unauthenticated routes for load balancers and monitoring."""
 
+import math
+from collections.abc import Iterator
+
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
 from sqlalchemy import func, select, text
 
 from app.broker import broker_reachable
 from app.db.tables import Job
+from app.observability import batcher_stats
+
+STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 
 router = APIRouter(tags=["health"])
 
@@ -38,19 +45,13 @@ def _database_ok(request: Request) -> bool:
 
 
 class _ServiceCollector:
+    """Read at each scrape from the database and app.state: nothing to keep in step."""
+
     def __init__(self, request: Request) -> None:
         self.state = request.app.state
 
-    def collect(self):  # type: ignore[no-untyped-def]
-        jobs = GaugeMetricFamily("trainserve_jobs", "Jobs by status", labels=["status"])
-        try:
-            with self.state.sessions() as session:
-                for status, count in session.execute(
-                        select(Job.status, func.count()).group_by(Job.status)):
-                    jobs.add_metric([status], count)
-        except Exception:
-            pass  # a metrics scrape must not fail because the database is restarting
-        yield jobs
+    def collect(self) -> Iterator[Metric]:
+        yield from self._jobs()
         cache = self.state.model_cache
         yield CounterMetricFamily("trainserve_model_cache_loads", "Models loaded",
                                   value=cache.loads)
@@ -58,10 +59,60 @@ class _ServiceCollector:
                                   value=cache.hits)
         yield CounterMetricFamily("trainserve_model_load_seconds",
                                   "Time spent loading models", value=cache.load_seconds)
+        stats = batcher_stats(self.state)
+        if stats is not None:
+            batches, requests = stats
+            yield CounterMetricFamily("trainserve_prediction_batches",
+                                      "Forward passes run for predictions", value=batches)
+            yield CounterMetricFamily("trainserve_prediction_batched_requests",
+                                      "Prediction requests answered by those passes",
+                                      value=requests)
+            yield GaugeMetricFamily("trainserve_prediction_batch_size_mean",
+                                    "Mean requests per forward pass since the API started",
+                                    value=requests / batches if batches else 0.0)
+
+    def _jobs(self) -> Iterator[Metric]:
+        jobs = GaugeMetricFamily("trainserve_jobs", "Jobs by status", labels=["status"])
+        depth = GaugeMetricFamily("trainserve_queue_depth", "Jobs queued, not yet taken",
+                                  labels=["queue"])
+        speed = GaugeMetricFamily("trainserve_training_examples_per_second",
+                                  "The latest epoch's training speed of each running job",
+                                  labels=["job"])
+        total = GaugeMetricFamily("trainserve_training_examples_per_second_total",
+                                  "Training speed summed over running jobs")
+        try:
+            with self.state.sessions() as session:
+                counts = dict(session.execute(
+                    select(Job.status, func.count()).group_by(Job.status)).tuples().all())
+                queued = dict(session.execute(
+                    select(Job.queue, func.count()).where(Job.status == "queued")
+                    .group_by(Job.queue)).tuples().all())
+                running = session.execute(select(Job.id, Job.latest_metrics)
+                                          .where(Job.status == "running")).tuples().all()
+        except Exception:
+            return  # a metrics scrape must not fail because the database is restarting
+        # Every status and queue, zero included: a series that vanishes at zero breaks
+        # rate() and alerts on it.
+        for status in STATUSES:
+            jobs.add_metric([status], counts.get(status, 0))
+        for queue in sorted({"cpu", "gpu", *queued}):
+            depth.add_metric([queue], queued.get(queue, 0))
+        summed = 0.0
+        for job_id, latest in running:
+            value = (latest or {}).get("examples_per_s")
+            if isinstance(value, int | float) and math.isfinite(value):
+                speed.add_metric([job_id], value)
+                summed += value
+        total.add_metric([], summed)
+        yield from (jobs, depth, speed, total)
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
 def metrics(request: Request) -> Response:
-    registry = CollectorRegistry(auto_describe=True)
+    # A registry per scrape, without auto_describe, so each collector is read once.
+    registry = CollectorRegistry(auto_describe=False)
     registry.register(_ServiceCollector(request))  # type: ignore[arg-type]
+    http = getattr(request.app.state, "http_metrics", None)
+    if http is not None:
+        registry.register(http)
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

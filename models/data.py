@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from models import formats
 from models.idx import parse_idx
 
 BUILTIN_DIR = Path(__file__).parent / "builtin_data"
@@ -162,3 +163,23 @@ def windows(ids: torch.Tensor, seq_len: int) -> torch.Tensor:
     if len(ids) < seq_len + 1:
         return ids.new_empty((0, seq_len + 1))
     return ids.unfold(0, seq_len + 1, seq_len).contiguous()
+
+
+# -- Uploaded datasets: stored by app/datasets in the form models/formats.py defines. -------
+
+
+def load_upload(root: Path, dataset_id: str, kind: str, info: dict[str, Any],
+                validation_fraction: float | None = None) -> ImageData | TextData:
+    """An uploaded dataset from the artifact store, hash-checked and validated again, split
+    the way its info says (or as the job asks). Raises formats.FormatError."""
+    path = formats.resolve(root, formats.relative_path(dataset_id, kind))
+    parsed = formats.read_stored(path, kind=kind, sha256=info["stored"]["sha256"],
+                                 classes=info.get("classes"))
+    fraction = info["validation_fraction"] if validation_fraction is None else validation_fraction
+    if isinstance(parsed, formats.Text):
+        return text_data(parsed.text, fraction)
+    data = image_data(formats.to_float(parsed.x), parsed.y, parsed.classes, fraction)
+    if parsed.x_test is not None and parsed.y_test is not None:
+        data.x_test = torch.from_numpy(formats.to_float(parsed.x_test))
+        data.y_test = torch.from_numpy(parsed.y_test)
+    return data

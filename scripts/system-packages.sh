@@ -3,7 +3,7 @@
 # generator of bench/predict_load.py) and Chromium (the dashboard's browser test).
 # Installs only what is missing, so a machine that has them pays nothing.
 set -euo pipefail
-wanted=(dataset-fashion-mnist wrk "$@")
+wanted=(dataset-fashion-mnist wrk chromium "$@")
 missing=()
 for pkg in "${wanted[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

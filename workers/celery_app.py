@@ -10,12 +10,14 @@ import os
 import torch
 from celery import Celery
 from celery.signals import (
+    setup_logging,
     worker_process_init,
     worker_ready,
     worker_shutdown,
     worker_shutting_down,
 )
 
+from app import logs
 from app.broker import celery_config
 from app.config import Settings, get_settings
 from workers import shutdown
@@ -35,6 +37,13 @@ def torch_threads(settings: Settings) -> int:
     if settings.worker_threads:
         return settings.worker_threads
     return max(1, (os.cpu_count() or 1) // settings.worker_concurrency)
+
+
+@setup_logging.connect
+def _json_logs(loglevel: str | int | None = None, **_: object) -> None:
+    # Connected, this replaces Celery's own logging set-up: the worker logs JSON lines like
+    # the API, each with the job id of the task it happened in (workers/tasks.py).
+    logs.configure(loglevel or get_settings().log_level)
 
 
 @worker_process_init.connect

@@ -28,6 +28,9 @@ def _check_fits(spec: JobSpec, info: dict[str, Any]) -> None:
         raise invalid("model.arch", f"'{arch}' does not train on text; use rnn, gru or lstm")
     if info["kind"] == "images" and arch not in registry.IMAGE_ARCHS:
         raise invalid("model.arch", f"'{arch}' does not train on images; use mlp or cnn")
+    if arch == "cnn" and len(info.get("shape", [])) not in (2, 3):
+        raise invalid("model.arch", f"'cnn' needs image-shaped examples; this dataset's are "
+                      f"{info['shape']}: use mlp, or upload it with a shape")
     if info["kind"] == "text":
         size = info["num_examples"]
         train_chars = size - int(size * (spec.training.validation_fraction

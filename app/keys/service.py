@@ -3,7 +3,10 @@ entropy, so a slow hash would add nothing but latency to every request)."""
 
 import hashlib
 import secrets
+import threading
+import time
 from datetime import timedelta
+from typing import Generic, TypeVar
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
@@ -12,6 +15,8 @@ from app.db.tables import ApiKey, Owner, utcnow
 
 KEY_PREFIX = "ts_"
 LAST_USED_RESOLUTION = timedelta(minutes=1)
+K = TypeVar("K")
+V = TypeVar("V")
 
 
 def hash_key(key: str) -> str:
@@ -40,9 +45,13 @@ def revoke_key(session: Session, *, prefix: str) -> int:
 
 
 def owner_for_key(session: Session, key: str) -> Owner | None:
+    return owner_for_key_hash(session, hash_key(key))
+
+
+def owner_for_key_hash(session: Session, key_hash: str) -> Owner | None:
     row = session.execute(
         select(ApiKey, Owner).join(Owner, Owner.id == ApiKey.owner_id)
-        .where(ApiKey.key_hash == hash_key(key), ApiKey.revoked_at.is_(None))).first()
+        .where(ApiKey.key_hash == key_hash, ApiKey.revoked_at.is_(None))).first()
     if row is None:
         return None
     api_key, owner = row
@@ -53,5 +62,42 @@ def owner_for_key(session: Session, key: str) -> Owner | None:
     return owner
 
 
+class TTLCache(Generic[K, V]):
+    """Values reused for `ttl` seconds, at most `max_entries` of them (oldest dropped).
+
+    The API keeps key hash -> owner here, so that a request with a known key waits on no
+    database: a revoked key therefore works for at most `ttl` more seconds. Those owners are
+    detached snapshots shared by concurrent requests: read their columns, never add them to
+    a session."""
+
+    def __init__(self, ttl: float, max_entries: int = 10_000) -> None:
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._entries: dict[K, tuple[float, V]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: K) -> V | None:
+        entry = self._entries.get(key)
+        if entry is None or entry[0] < time.monotonic():
+            return None
+        return entry[1]
+
+    def put(self, key: K, value: V) -> None:
+        if self.ttl <= 0:
+            return
+        with self._lock:
+            self._entries.pop(key, None)  # re-inserted last: the dict's order is its age
+            self._entries[key] = (time.monotonic() + self.ttl, value)
+            while len(self._entries) > self.max_entries:
+                del self._entries[next(iter(self._entries))]
+
+
 def any_owner(session: Session) -> bool:
     return bool(session.execute(select(func.count()).select_from(Owner)).scalar())
+
+
+def list_keys(session: Session) -> list[tuple[ApiKey, Owner]]:
+    """Every key with its owner, newest first; the keys themselves were never stored."""
+    rows = session.execute(select(ApiKey, Owner).join(Owner, Owner.id == ApiKey.owner_id)
+                           .order_by(ApiKey.id.desc()))
+    return [(key, owner) for key, owner in rows.tuples()]

@@ -1,53 +1,111 @@
-"""Forward passes for serving: next characters, generated text, class probabilities."""
+"""Forward passes for serving: next characters and classes for whole batches, and generated
+text. Plain functions of a module and its inputs: the batcher decides what runs together."""
+
+from dataclasses import dataclass
 
 import torch
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from app.serving.cache import LoadedModel
 from models.recurrent import CharRNN
 
 
+@dataclass
+class CharQuery:
+    ids: list[int]  # the text, as vocabulary indices; at least one
+    top_k: int
+
+
+@dataclass
+class CharAnswer:
+    top: list[tuple[int, float]]  # (index, probability) of the next character, likeliest first
+    sequence: list[int]  # the likeliest next character at every position of the text
+    probs: torch.Tensor  # (vocab,) the distribution of the character after the whole text
+
+
+def char_logits(module: CharRNN, texts: list[list[int]]) -> torch.Tensor:
+    """Logits (batch, longest, vocab) for texts of any lengths; row i is exact up to
+    len(texts[i]) and unspecified after it.
+
+    Texts of different lengths are packed, so that the recurrence of a short text stops at
+    its end: padding never reaches its outputs (nor its state), and the batch costs the sum
+    of the lengths, not the batch size times the longest."""
+    if len(texts) == 1:
+        logits, _ = module.step(torch.tensor(texts))
+        return logits
+    lengths = [len(t) for t in texts]
+    longest = max(lengths)
+    ids = torch.tensor([t + [0] * (longest - len(t)) for t in texts])
+    if min(lengths) == longest:
+        logits, _ = module.step(ids)
+        return logits
+    packed = pack_padded_sequence(module.encode(ids), torch.tensor(lengths), batch_first=True,
+                                  enforce_sorted=False)
+    out, _ = module.rnn(packed)
+    padded, _ = pad_packed_sequence(out, batch_first=True, total_length=longest)
+    return module.head(padded)
+
+
 @torch.inference_mode()
-def next_chars(model: LoadedModel, ids: list[int], top_k: int) -> tuple[list[tuple[str, float]],
-                                                                        str]:
-    """The ranking of the character after the whole text, and the most likely next character
-    at every position (the seed's 'ihello' for 'hihell')."""
-    module = model.module
-    assert isinstance(module, CharRNN)
-    logits, _ = module.step(torch.tensor([ids]))
-    probs = torch.softmax(logits[0, -1], dim=-1)
-    k = min(top_k, len(model.vocab))
+def next_chars(module: CharRNN, queries: list[CharQuery]) -> list[CharAnswer]:
+    """What follows each text, and the per-position `sequence` (the seed's 'ihello' for
+    'hihell'), for a whole batch in one forward pass."""
+    texts = [q.ids for q in queries]
+    logits = char_logits(module, texts)
+    lengths = [len(t) for t in texts]
+    last = logits[torch.arange(len(texts)), torch.tensor(lengths) - 1]
+    probs = torch.softmax(last, dim=-1)
+    # One topk and one argmax for the batch, then plain lists: per-item tensor calls would
+    # cost more than the forward pass itself at serving sizes.
+    k = min(max(q.top_k for q in queries), probs.size(-1))
     values, indices = probs.topk(k)
-    ranking = [(model.vocab[i], round(float(p), 6)) for p, i in zip(values.tolist(),
-                                                                      indices.tolist(),
-                                                                      strict=True)]
-    sequence = "".join(model.vocab[i] for i in logits[0].argmax(-1).tolist())
-    return ranking, sequence
+    values_l, indices_l = values.tolist(), indices.tolist()
+    best = logits.argmax(-1).tolist()
+    return [CharAnswer(top=list(zip(indices_l[i][:q.top_k], values_l[i][:q.top_k], strict=False)),
+                       sequence=best[i][:lengths[i]], probs=probs[i])
+            for i, q in enumerate(queries)]
 
 
 @torch.inference_mode()
-def generate(model: LoadedModel, prompt_ids: list[int], max_chars: int, temperature: float,
-             top_k: int | None, seed: int | None) -> str:
-    """Sample one character at a time, carrying the recurrent state: linear in length."""
-    module = model.module
-    assert isinstance(module, CharRNN)
+def classify(module: torch.nn.Module, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Class probabilities for each (examples, features) tensor, as one forward pass.
+    Eval mode makes every example independent of the others in its batch."""
+    sizes = [x.size(0) for x in inputs]
+    logits, _ = module(torch.cat(inputs) if len(inputs) > 1 else inputs[0])
+    return list(torch.softmax(logits, dim=-1).split(sizes))
+
+
+@torch.inference_mode()
+def generate(module: CharRNN, prompt: list[int], max_chars: int, temperature: float,
+             top_k: int | None, seed: int | None) -> list[int]:
+    """Sample one character at a time, carrying the recurrent state from each to the next,
+    so the cost is linear in the length. Sampling draws only from its own generator: the same
+    seed gives the same text whatever else the process is doing."""
     generator = torch.Generator()
-    generator.manual_seed(seed if seed is not None else torch.seed())
-    logits, state = module.step(torch.tensor([prompt_ids]))
+    if seed is None:
+        generator.seed()
+    else:
+        generator.manual_seed(seed)
+    logits, state = module.step(torch.tensor([prompt]))
     last = logits[0, -1]
-    out: list[str] = []
-    for _ in range(max_chars):
+    out = torch.empty(max_chars, dtype=torch.long)
+    for i in range(max_chars):
         scaled = last / temperature
         if top_k is not None and top_k < scaled.numel():
             cutoff = scaled.topk(top_k).values[-1]
-            scaled = scaled.masked_fill(scaled < cutoff, float("-inf"))
-        index = int(torch.multinomial(torch.softmax(scaled, dim=-1), 1, generator=generator))
-        out.append(model.vocab[index])
-        logits, state = module.step(torch.tensor([[index]]), state)
+            scaled.masked_fill_(scaled < cutoff, float("-inf"))
+        index = torch.multinomial(torch.softmax(scaled, dim=-1), 1, generator=generator)
+        out[i:i + 1] = index
+        # The sampled index tensor goes straight back in: no Python int, no new tensor.
+        logits, state = module.step(index.view(1, 1), state)
         last = logits[0, -1]
-    return "".join(out)
+    return out.tolist()
 
 
-@torch.inference_mode()
-def classify(model: LoadedModel, inputs: torch.Tensor) -> torch.Tensor:
-    logits, _ = model.module(inputs)
-    return torch.softmax(logits, dim=-1)
+def warm(module: torch.nn.Module, task: str, width: int) -> None:
+    """One tiny forward pass, so that the first real request does not pay for lazy set-up."""
+    if task == "char":
+        assert isinstance(module, CharRNN)
+        next_chars(module, [CharQuery(ids=[0], top_k=1)])
+        next_chars(module, [CharQuery(ids=[0], top_k=1), CharQuery(ids=[0, 0], top_k=1)])
+    else:
+        classify(module, [torch.zeros(1, width)])

@@ -74,3 +74,79 @@ class GenerateIn(BaseModel):
 class GenerateOut(BaseModel):
     model_id: str
     text: str
+
+
+class V2TensorMeta(BaseModel):
+    name: str
+    datatype: str = Field(description="BYTES, FP32, INT64, ...")
+    shape: list[int] = Field(description="-1 for a dimension of any size")
+
+
+class V2ModelMeta(BaseModel):
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[V2TensorMeta]
+    outputs: list[V2TensorMeta]
+
+
+class V2Tensor(BaseModel):
+    name: str
+    shape: list[int]
+    datatype: str
+    parameters: dict[str, Any] | None = Field(
+        None, description="`binary_data_size` when the data follows the JSON as raw bytes")
+    data: list[Any] | None = Field(None, description="row-major values, flat or nested")
+
+
+class V2RequestedOutput(BaseModel):
+    name: str
+    parameters: dict[str, Any] | None = Field(None, description="`binary_data`: true for raw")
+
+
+class V2InferIn(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"inputs": [{"name": "text", "shape": [2], "datatype": "BYTES",
+                     "data": ["hihell", "hi"]}]},
+        {"inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP32",
+                     "data": [0.0] * 64}], "outputs": [{"name": "label"}]}]})
+
+    id: str | None = None
+    parameters: dict[str, Any] | None = Field(
+        None, description="`binary_data_output`: true for raw outputs when none are named")
+    inputs: list[V2Tensor]
+    outputs: list[V2RequestedOutput] | None = None
+
+
+class V2InferOut(BaseModel):
+    model_name: str
+    model_version: str | None = None
+    id: str | None = None
+    outputs: list[V2Tensor]
+
+
+def inline_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The model's JSON schema with its `$defs` inlined, for an OpenAPI `requestBody` that
+    FastAPI does not build itself (the fast routes read their bodies directly)."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return resolve(defs[ref.split("/")[-1]])
+            return {key: resolve(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [resolve(item) for item in node]
+        return node
+    return resolve(schema)
+
+
+def json_body(model: type[BaseModel], extra_types: tuple[str, ...] = ()) -> dict[str, Any]:
+    """`openapi_extra` documenting a JSON body of `model`, and the Bearer key."""
+    content = {"application/json": {"schema": inline_schema(model)}}
+    content.update({kind: {"schema": {"type": "string", "format": "binary"}}
+                    for kind in extra_types})
+    return {"requestBody": {"required": True, "content": content},
+            "security": [{"HTTPBearer": []}]}

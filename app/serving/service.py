@@ -1,24 +1,29 @@
-"""Models and predictions: the rules. Every query is owner-scoped."""
+"""Models and predictions: the rules. Every query is owner-scoped.
+
+Predictions take the fast path: the (model, owner) lookup and the loaded model are reused
+from memory, the forward pass runs batched on the inference thread, and the answer is
+written as JSON bytes directly. The database is consulted only when a lookup is not cached
+(at most every `lookup_cache_seconds` per model and owner), in the threadpool.
+"""
+
+import asyncio
+import json
+from functools import partial
+from typing import Any
 
 import torch
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.db.tables import Checkpoint, Owner, TrainedModel
+from app.db.tables import Owner, TrainedModel
 from app.errors import ApiError, conflict, invalid, not_found
 from app.jobs.service import scoped
 from app.serving import inference
-from app.serving.cache import LoadedModel, ModelCache
-from app.serving.schemas import (
-    CharPredictOut,
-    CharRanking,
-    ClassPrediction,
-    ClassPredictOut,
-    GenerateIn,
-    GenerateOut,
-    PredictIn,
-)
-from models import checkpoint as ckpt
+from app.serving.cache import LoadedModel
+from app.serving.inference import CharAnswer, CharQuery
+from app.serving.runtime import Serving, load_row
+from app.serving.schemas import GenerateIn, PredictIn
 from models.checkpoint import CheckpointError
 
 
@@ -42,54 +47,103 @@ def list_models(*, session: Session, owner: Owner, limit: int,
     return rows, (rows[-1].id if more and rows else None)
 
 
-def ready_model(*, session: Session, owner: Owner, cache: ModelCache, artifact_root,
-                model_id: str) -> LoadedModel:
-    row = get_model(session=session, owner=owner, model_id=model_id)
-    if row.status != "ready":
-        raise conflict(f"the model is not ready: it is {row.status}")
-    checkpoint = session.get(Checkpoint, row.checkpoint_id)
-    if checkpoint is None:
-        raise conflict("the model's checkpoint is gone")
+def ready_model(*, serving: Serving, owner: Owner, model_id: str) -> LoadedModel:
+    """The loaded model, after the database says this owner may use it and it is ready."""
+    with serving.sessions() as session:
+        row = get_model(session=session, owner=owner, model_id=model_id)
+        if row.status != "ready":
+            raise conflict(f"the model is not ready: it is {row.status}")
+        try:
+            return load_row(serving, row, session)
+        except LookupError as exc:
+            raise conflict(str(exc)) from exc
+        except CheckpointError as exc:
+            raise ApiError(409, "the model's checkpoint failed its integrity check") from exc
+
+
+async def resolve(serving: Serving, *, owner: Owner, model_id: str) -> LoadedModel:
+    key = (model_id, owner.id)
+    loaded = serving.lookups.get(key)
+    if loaded is not None:
+        serving.cache.record_hit()
+        return loaded
+    # Only answers that may be reused are cached: a 404 or a 409 asks the database again.
+    loaded = await run_in_threadpool(partial(ready_model, serving=serving, owner=owner,
+                                             model_id=model_id))
+    serving.lookups.put(key, loaded)
+    return loaded
+
+
+def encode(model: LoadedModel, text: str, field: str) -> list[int]:
+    lookup = model.lookup
     try:
-        return cache.get(row.id, ckpt.resolve(artifact_root, checkpoint.path), checkpoint.sha256)
-    except CheckpointError as exc:
-        raise ApiError(409, "the model's checkpoint failed its integrity check") from exc
+        return [lookup[c] for c in text]
+    except KeyError:
+        unknown = sorted({c for c in text if c not in lookup})
+        raise invalid(field, f"characters not in the model's vocabulary: {unknown!r}") from None
 
 
-def _encode(model: LoadedModel, text: str, field: str) -> list[int]:
-    unknown = sorted({c for c in text if c not in model.lookup})
-    if unknown:
-        raise invalid(field, f"characters not in the model's vocabulary: {unknown!r}")
-    return [model.lookup[c] for c in text]
+async def next_chars(serving: Serving, model: LoadedModel, queries: list[CharQuery]
+                     ) -> list[CharAnswer]:
+    """Each query answered through the micro-batcher, together with concurrent requests."""
+    run = partial(inference.next_chars, model.module)
+    key = (id(model), "char")
+    if len(queries) == 1:
+        return [await serving.batcher.submit(key, run, queries[0])]
+    return list(await asyncio.gather(*(serving.batcher.submit(key, run, q) for q in queries)))
 
 
-def predict(model: LoadedModel, body: PredictIn) -> CharPredictOut | ClassPredictOut:
+async def classify(serving: Serving, model: LoadedModel, inputs: torch.Tensor) -> torch.Tensor:
+    return await serving.batcher.submit((id(model), "classify"),
+                                        partial(inference.classify, model.module), inputs)
+
+
+def check_width(model: LoadedModel, rows: list[list[float]], field: str) -> None:
+    width = model.width
+    bad = next((i for i, row in enumerate(rows) if len(row) != width), None)
+    if bad is not None:
+        raise invalid(f"{field}.{bad}", f"each example needs {width} values "
+                      f"(shape {model.info['shape']}), got {len(rows[bad])}")
+
+
+def _json(body: dict[str, Any]) -> bytes:
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+async def predict(serving: Serving, *, owner: Owner, model_id: str, body: PredictIn) -> bytes:
+    """The answer as JSON bytes: CharPredictOut or ClassPredictOut (see schemas.py)."""
+    model = await resolve(serving, owner=owner, model_id=model_id)
     if model.task == "char":
         if body.text is None:
             raise invalid("text", "a character model needs `text`")
-        ranking, sequence = inference.next_chars(model, _encode(model, body.text, "text"),
-                                                 body.top_k)
-        return CharPredictOut(model_id=model.model_id, sequence=sequence,
-                              next=[CharRanking(char=c, prob=p) for c, p in ranking])
+        query = CharQuery(ids=encode(model, body.text, "text"), top_k=body.top_k)
+        [answer] = await next_chars(serving, model, [query])
+        vocab = model.vocab
+        return _json({"model_id": model.model_id,
+                      "next": [{"char": vocab[i], "prob": round(p, 6)} for i, p in answer.top],
+                      "sequence": "".join([vocab[i] for i in answer.sequence])})
     if body.inputs is None:
         raise invalid("inputs", "a classifier needs `inputs`")
-    width = 1
-    for dim in model.info["shape"]:
-        width *= dim
-    bad = next((i for i, row in enumerate(body.inputs) if len(row) != width), None)
-    if bad is not None:
-        raise invalid(f"inputs.{bad}", f"each example needs {width} values "
-                      f"(shape {model.info['shape']}), got {len(body.inputs[bad])}")
-    probs = inference.classify(model, torch.tensor(body.inputs, dtype=torch.float32))
+    check_width(model, body.inputs, "inputs")
+    examples = torch.tensor(body.inputs, dtype=torch.float32)
+    if not bool(examples.isfinite().all()):
+        raise invalid("inputs", "values must be finite numbers")
+    probs = await classify(serving, model, examples)
     classes = model.info["classes"]
-    return ClassPredictOut(model_id=model.model_id, predictions=[
-        ClassPrediction(label=int(row.argmax()), name=classes[int(row.argmax())],
-                        probs=[round(p, 6) for p in row.tolist()]) for row in probs])
+    labels = probs.argmax(-1).tolist()
+    return _json({"model_id": model.model_id, "predictions": [
+        {"label": label, "name": classes[label], "probs": [round(p, 6) for p in row]}
+        for label, row in zip(labels, probs.tolist(), strict=True)]})
 
 
-def generate(model: LoadedModel, body: GenerateIn) -> GenerateOut:
+async def generate(serving: Serving, *, owner: Owner, model_id: str, body: GenerateIn) -> bytes:
+    model = await resolve(serving, owner=owner, model_id=model_id)
     if model.task != "char":
         raise conflict("generate needs a character model; this one is a classifier")
-    text = inference.generate(model, _encode(model, body.prompt, "prompt"), body.max_chars,
-                              body.temperature, body.top_k, body.seed)
-    return GenerateOut(model_id=model.model_id, text=text)
+    prompt = encode(model, body.prompt, "prompt")
+    # A long sequential loop: on its own bounded threads, so predictions keep batching.
+    ids = await asyncio.get_running_loop().run_in_executor(serving.generators, partial(
+        inference.generate, model.module, prompt, body.max_chars, body.temperature,
+        body.top_k, body.seed))
+    vocab = model.vocab
+    return _json({"model_id": model.model_id, "text": "".join([vocab[i] for i in ids])})

@@ -20,17 +20,20 @@ PG_BIN = next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin"))), Path("/no
 @dataclass
 class PrivateRedis:
     port: int
+    password: str | None = None
     process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
         # No persistence, like the machine's own Redis: a restart drops every message.
+        extra = ["--requirepass", self.password] if self.password else []
         self.process = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no"], stdout=subprocess.DEVNULL)
+             "--appendonly", "no", *extra], stdout=subprocess.DEVNULL)
         poll(self._up, timeout=20, what="redis to start")
 
     def stop(self) -> None:
@@ -41,7 +44,8 @@ class PrivateRedis:
 
     def _up(self) -> bool:
         try:
-            return bool(redis.Redis(port=self.port, socket_timeout=1).ping())
+            return bool(redis.Redis(port=self.port, password=self.password,
+                                    socket_timeout=1).ping())
         except redis.RedisError:
             return False
 
@@ -76,8 +80,8 @@ class PrivatePostgres:
 
 
 @contextmanager
-def private_redis() -> Iterator[PrivateRedis]:
-    server = PrivateRedis(port=free_port())
+def private_redis(password: str | None = None) -> Iterator[PrivateRedis]:
+    server = PrivateRedis(port=free_port(), password=password)
     server.start()
     try:
         yield server

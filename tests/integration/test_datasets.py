@@ -109,6 +109,8 @@ def test_each_format_uploads_and_trains(service: Service, fmt: str, file: FilePa
         assert response.headers["Location"] == f"/v1/datasets/{dataset['id']}"
         for key, value in expect.items():
             assert dataset[key] == value, key
+        absent = {"classes", "shape", "pixels"} if fmt == "text" else {"vocab", "encoding"}
+        assert not absent & dataset.keys()
         assert dataset["format"] == fmt and dataset["name"] == fields.get("name", file[0])
         assert dataset["bytes"] == len(file[1]) + (len(labels[1]) if labels else 0)
         if labels is None:
@@ -270,14 +272,18 @@ def test_list_is_newest_first_and_paginated(service: Service) -> None:
         rest = client.get("/v1/datasets", params={"limit": 2, "kind": "text",
                                                   "cursor": first["next_cursor"]}).json()
         assert rest["items"][0]["id"] == made[0]
-        assert client.get("/v1/datasets", params={"kind": "images"}).json()["items"] == []
+        assert client.get("/v1/datasets", params={"kind": "images"}).json() == {
+            "items": [], "next_cursor": None}
+        assert "classes" not in first["items"][0] and first["items"][0]["vocab_size"] > 1
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(not FASHION.is_dir(), reason="Debian's dataset-fashion-mnist is absent")
-def test_fashion_mnist_idx_upload_trains_like_the_builtin(service: Service) -> None:
-    """Debian's Fashion-MNIST files, sent as a user would, train the seed MLP (narrowed to
-    256 units to keep this short) as well as builtin:fashion-mnist does."""
+def test_fashion_mnist_idx_upload_trains_the_seed_mlp(service: Service) -> None:
+    """Debian's Fashion-MNIST files, sent as a user would, train the seed's MLP (ReLU,
+    Adadelta with its rho and eps; 256 units and 3 epochs to keep this short) past 85%.
+    That the upload is the very data of builtin:fashion-mnist, split the same way, is
+    tests/unit/test_formats.py::test_fashion_mnist_upload_is_the_builtin_data."""
     with service.client() as client, \
             open(FASHION / "train-images-idx3-ubyte.gz", "rb") as images, \
             open(FASHION / "train-labels-idx1-ubyte.gz", "rb") as labels:
@@ -289,21 +295,12 @@ def test_fashion_mnist_idx_upload_trains_like_the_builtin(service: Service) -> N
         dataset = response.json()
         assert dataset["num_examples"] == 60_000 and dataset["shape"] == [1, 28, 28]
         assert dataset["split"] == {"train": 54_000, "validation": 6_000, "test": 0}
-        spec = {"model": {"arch": "mlp", "hidden_sizes": [256], "activation": "relu"},
-                "optimizer": {"name": "adadelta", "lr": 0.1, "rho": 0.95, "eps": 1e-5},
-                "training": {"epochs": 6, "batch_size": 100, "seed": 0,
-                             "validation_fraction": 0.1}}
-        refs = [dataset["id"]]
-        builtins = [d["name"] for d in client.get("/v1/datasets/builtin").json()["items"]]
-        if "builtin:fashion-mnist" in builtins:
-            refs.append("builtin:fashion-mnist")  # the same split, so the same numbers
-        jobs = [client.post("/v1/jobs", json={**spec, "dataset": ref}).json()["id"]
-                for ref in refs]
-        accuracy = []
-        for job_id in jobs:
-            done = service.wait_job(client, job_id, timeout=300)
-            assert done["status"] == "succeeded", done["error"]
-            accuracy.append(done["metrics"]["val_accuracy"])
-        assert accuracy[0] >= 0.85, accuracy
-        if len(accuracy) == 2:
-            assert abs(accuracy[0] - accuracy[1]) <= 0.01, accuracy
+        spec = {"dataset": dataset["id"],
+                "model": {"arch": "mlp", "hidden_sizes": [256], "activation": "relu"},
+                "optimizer": {"name": "adadelta", "lr": 1.0, "rho": 0.95, "eps": 1e-5},
+                "training": {"epochs": 3, "batch_size": 100, "seed": 0}}
+        job = client.post("/v1/jobs", json=spec)
+        assert job.status_code == 202, job.text
+        done = service.wait_job(client, job.json()["id"], timeout=600)
+        assert done["status"] == "succeeded", done["error"]
+        assert done["metrics"]["val_accuracy"] >= 0.85, done["metrics"]

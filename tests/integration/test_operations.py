@@ -27,6 +27,9 @@ def test_keys_create_prints_only_the_key(service: Service) -> None:
                       headers={"Authorization": f"Bearer {lines[0]}"}) as client:
         assert client.get("/v1/jobs").status_code == 200
         assert service.cli("keys", "revoke", lines[0][:10]).returncode == 0
+        listing = service.cli("keys", "list").stdout
+        assert lines[0][:10] in listing and "carol" in listing
+        assert lines[0] not in listing  # only prefixes: the keys were never stored
         # The API reuses a key's owner for at most 2 s (lookup_cache_seconds).
         poll(lambda: client.get("/v1/jobs").status_code == 401, timeout=2.5, interval=0.1,
              what="the revoked key to be refused")

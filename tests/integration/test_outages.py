@@ -75,3 +75,22 @@ def test_a_postgres_restart_during_training_and_calls(outage_service) -> None:  
         assert epochs == list(range(1, 61))
         body = client.get("/v1/jobs")
         assert body.status_code == 200
+
+
+def test_passwords_in_the_urls_work_and_are_never_logged(tmp_path: Path) -> None:
+    secret = "s3cret-" + "x9" * 8
+    with private_postgres() as postgres, private_redis(password=secret) as broker:
+        # PostgreSQL here trusts local connections, so its password is carried, not checked.
+        database_url = postgres.url.replace("postgres@", f"postgres:{secret}@")
+        service, teardown = make_service("custom", tmp_path, database_url=database_url,
+                                         broker_url=broker.url)
+        try:
+            with service.client() as client:
+                job = client.post("/v1/jobs", json=small_mlp(epochs=1)).json()
+                assert service.wait_job(client, job["id"])["status"] == "succeeded"
+                assert secret not in httpx.get(f"{service.base_url}/readyz").text
+                assert secret not in httpx.get(f"{service.base_url}/metrics").text
+        finally:
+            teardown()
+        for log in tmp_path.glob("*.log"):
+            assert secret not in log.read_text(errors="replace"), log.name

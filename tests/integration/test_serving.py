@@ -123,9 +123,11 @@ def test_bad_prediction_input_is_4xx_and_names_the_field(service: Service, char_
             response = client.post(f"/v1/models/{model_id}/predict", json=body)
             assert response.status_code == 422, (body, response.text)
             assert field in str(response.json()["detail"])
-        broken = client.post(f"/v1/models/{char_model}/predict", content=b"{not json",
-                             headers={"Content-Type": "application/json"})
-        assert broken.status_code == 422 and "Traceback" not in broken.text
+        for raw in (b"{not json", b'{"inputs": [[' + b",".join([b"1e400"] * 64) + b"]]}"):
+            broken = client.post(f"/v1/models/{classifier}/predict", content=raw,
+                                 headers={"Content-Type": "application/json"})
+            assert broken.status_code == 422, broken.text
+            assert "Traceback" not in broken.text
         outside = client.post(f"/v1/models/{char_model}/generate",
                               json={"prompt": "hz", "max_chars": 5})
         assert outside.status_code == 422 and "'z'" in outside.text

@@ -1,0 +1,1 @@
+"""Live job events: Server-Sent Events read from the database."""

@@ -1,0 +1,140 @@
+"""Serving's forward passes: batched answers equal unbatched ones, generation is seeded and
+linear, whatever the cell, input encoding or mix of lengths."""
+
+from collections.abc import Iterator
+
+import pytest
+import torch
+
+from app.serving import inference
+from app.serving.inference import CharQuery
+from app.serving.runtime import configure_torch
+from models.mlp import MLP, MLPConfig
+from models.recurrent import CharRNN, CharRNNConfig
+
+
+@pytest.fixture(autouse=True)
+def serving_torch() -> Iterator[None]:
+    """Torch as the API configures it (one thread, no oneDNN), restored afterwards."""
+    threads, mkldnn = torch.get_num_threads(), torch.backends.mkldnn.enabled
+    configure_torch(1)
+    yield
+    torch.set_num_threads(threads)
+    torch.backends.mkldnn.enabled = mkldnn
+
+
+def char_model(cell: str = "lstm", embedding_dim: int | None = None, vocab: int = 7,
+               hidden: int = 16, layers: int = 2) -> CharRNN:
+    torch.manual_seed(0)
+    config = CharRNNConfig(vocab_size=vocab, cell=cell, hidden_size=hidden, num_layers=layers,
+                           embedding_dim=embedding_dim)
+    return CharRNN(config).eval()
+
+
+def texts(vocab: int, lengths: list[int], seed: int = 1) -> list[list[int]]:
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.randint(0, vocab, (n,), generator=gen).tolist() for n in lengths]
+
+
+@pytest.mark.parametrize(("cell", "embedding_dim"), [("lstm", None), ("gru", None),
+                                                     ("rnn", None), ("lstm", 8)])
+def test_batched_answers_equal_unbatched_for_mixed_lengths(cell: str,
+                                                           embedding_dim: int | None) -> None:
+    model = char_model(cell, embedding_dim)
+    lengths = [1, 9, 3, 30, 9, 2, 17]
+    queries = [CharQuery(ids=t, top_k=k) for t, k in zip(texts(7, lengths), [1, 3, 7, 2, 5, 4, 9],
+                                                         strict=True)]
+    batched = inference.next_chars(model, queries)
+    for query, together in zip(queries, batched, strict=True):
+        [alone] = inference.next_chars(model, [query])
+        torch.testing.assert_close(together.probs, alone.probs, rtol=1e-5, atol=1e-5)
+        assert together.sequence == alone.sequence
+        assert len(together.sequence) == len(query.ids)
+        assert [i for i, _ in together.top] == [i for i, _ in alone.top]
+        assert len(together.top) == min(query.top_k, 7)
+        assert [p for _, p in together.top] == pytest.approx([p for _, p in alone.top], abs=1e-5)
+
+
+def test_answers_match_the_models_own_forward_pass() -> None:
+    """The serving path computes what training's forward pass computes, padding or not."""
+    model = char_model()
+    batch = texts(7, [4, 11, 6])
+    answers = inference.next_chars(model, [CharQuery(ids=t, top_k=7) for t in batch])
+    with torch.inference_mode():
+        for text, answer in zip(batch, answers, strict=True):
+            logits, _ = model(torch.tensor([text]))
+            torch.testing.assert_close(answer.probs, torch.softmax(logits[0, -1], -1),
+                                       rtol=1e-5, atol=1e-6)
+            assert answer.sequence == logits[0].argmax(-1).tolist()
+            assert sum(p for _, p in answer.top) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_equal_lengths_batch_without_packing() -> None:
+    model = char_model()
+    queries = [CharQuery(ids=t, top_k=2) for t in texts(7, [5, 5, 5])]
+    for query, together in zip(queries, inference.next_chars(model, queries), strict=True):
+        [alone] = inference.next_chars(model, [query])
+        torch.testing.assert_close(together.probs, alone.probs, rtol=1e-5, atol=1e-5)
+
+
+def test_classify_batched_equals_unbatched() -> None:
+    torch.manual_seed(0)
+    model = MLP(MLPConfig(input_dim=12, num_classes=4, hidden_sizes=[8])).eval()
+    torch.nn.init.normal_(model.head.weight)  # the seed's zero head would make ties
+    inputs = [torch.rand(n, 12) for n in (1, 5, 2)]
+    together = inference.classify(model, inputs)
+    for x, probs in zip(inputs, together, strict=True):
+        [alone] = inference.classify(model, [x])
+        assert probs.shape == (x.size(0), 4)
+        torch.testing.assert_close(probs, alone, rtol=1e-5, atol=1e-6)
+        assert probs.argmax(-1).tolist() == alone.argmax(-1).tolist()
+
+
+def test_generate_same_seed_same_text() -> None:
+    model = char_model()
+    args = dict(prompt=[1, 2, 3], max_chars=200, temperature=0.8, top_k=None)
+    first = inference.generate(model, seed=7, **args)  # type: ignore[arg-type]
+    torch.manual_seed(123)  # the global generator plays no part
+    second = inference.generate(model, seed=7, **args)  # type: ignore[arg-type]
+    assert first == second
+    assert len(first) == 200 and all(0 <= i < 7 for i in first)
+    assert inference.generate(model, seed=8, **args) != first  # type: ignore[arg-type]
+
+
+def test_generate_top_k_draws_only_from_the_top() -> None:
+    model = char_model()
+    out = inference.generate(model, [0], max_chars=50, temperature=5.0, top_k=1, seed=0)
+    greedy, state, ids = [], None, torch.tensor([[0]])
+    with torch.inference_mode():
+        for _ in range(50):
+            logits, state = model.step(ids, state)
+            greedy.append(int(logits[0, -1].argmax()))
+            ids = torch.tensor([[greedy[-1]]])
+    assert out == greedy  # top-1 is greedy decoding, whatever the temperature
+
+
+def test_generate_without_seed_leaves_global_rng_alone() -> None:
+    model = char_model()
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    inference.generate(model, [0], max_chars=10, temperature=1.0, top_k=None, seed=None)
+    torch.testing.assert_close(torch.rand(3), expected)
+
+
+def test_generate_carries_the_state_so_work_is_linear_in_length() -> None:
+    """Each new character costs one recurrent step: the text is never re-read (the bench
+    times it: bench/generate_scaling.py)."""
+    model = char_model()
+    steps: list[int] = []
+    model.rnn.register_forward_pre_hook(lambda _, args: steps.append(args[0].shape[1]))
+    for n in (10, 100, 1000):
+        steps.clear()
+        inference.generate(model, [0, 1, 2], max_chars=n, temperature=1.0, top_k=3, seed=0)
+        assert sum(steps) == 3 + n and max(steps) == 3
+
+
+def test_warm_runs_both_tasks() -> None:
+    inference.warm(char_model(), "char", 0)
+    inference.warm(MLP(MLPConfig(input_dim=4, num_classes=2, hidden_sizes=[3])).eval(),
+                   "classifier", 4)
