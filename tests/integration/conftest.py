@@ -39,7 +39,16 @@ def service(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     teardown()
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked `sqlite_only` exercise nothing the backends do differently (serving, the
+    browser, the command line...); their postgres variants would only double the time."""
+    kept, dropped = [], []
     for item in items:
         if "tests/integration" in str(item.fspath):
             item.add_marker(pytest.mark.integration)
+        params = getattr(item, "callspec", None)
+        on_postgres = params is not None and params.params.get("service") == "postgres"
+        (dropped if on_postgres and item.get_closest_marker("sqlite_only") else kept).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept

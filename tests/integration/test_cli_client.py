@@ -5,10 +5,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tests.integration.service import Service, poll
 from tests.integration.specs import long_lstm
+
+pytestmark = pytest.mark.sqlite_only  # nothing here differs by backend
 
 
 def run(service: Service, *args: str, key: str | None = "alice",

@@ -8,6 +8,8 @@ import pytest
 
 from tests.integration.service import Service
 
+pytestmark = pytest.mark.sqlite_only  # nothing here differs by backend
+
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -97,6 +97,7 @@ FORMAT_CASES: list[tuple[str, FilePart, FilePart | None, dict[str, str], str, di
 ]
 
 
+@pytest.mark.sqlite_only  # parsing and training are the same on both; one upload is enough
 @pytest.mark.parametrize(("fmt", "file", "labels", "fields", "arch", "expect"), FORMAT_CASES,
                          ids=[f"{c[0]}-{c[1][0]}" for c in FORMAT_CASES])
 def test_each_format_uploads_and_trains(service: Service, fmt: str, file: FilePart,
@@ -278,6 +279,7 @@ def test_list_is_newest_first_and_paginated(service: Service) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.sqlite_only
 @pytest.mark.skipif(not FASHION.is_dir(), reason="Debian's dataset-fashion-mnist is absent")
 def test_fashion_mnist_idx_upload_trains_the_seed_mlp(service: Service) -> None:
     """Debian's Fashion-MNIST files, sent as a user would, train the seed's MLP (ReLU,

@@ -4,10 +4,13 @@ import json
 from typing import Any
 
 import httpx
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.service import Service, poll
 from tests.integration.specs import long_lstm
+
+pytestmark = pytest.mark.sqlite_only  # nothing here differs by backend
 
 
 def scrape(service: Service) -> dict[str, list[Any]]:

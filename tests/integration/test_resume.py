@@ -74,7 +74,8 @@ def wait_for_checkpoint(client: httpx.Client, job_id: str, count: int = 1) -> No
     poll(checkpointed, timeout=120, what=f"{count} checkpoint(s) and progress past them")
 
 
-@pytest.mark.parametrize("arch", sorted(SPECS))
+@pytest.mark.parametrize("arch", ["mlp", pytest.param("cnn", marks=pytest.mark.sqlite_only),
+                                  pytest.param("lstm", marks=pytest.mark.sqlite_only)])
 def test_a_killed_training_child_resumes_exactly(service: Service, arch: str) -> None:
     with service.client() as client:
         whole = run_whole(service, client, SPECS[arch])

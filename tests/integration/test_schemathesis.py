@@ -10,6 +10,8 @@ from hypothesis import HealthCheck, Phase, given, settings
 
 from tests.integration.service import Service
 
+pytestmark = pytest.mark.sqlite_only  # nothing here differs by backend
+
 EXAMPLES_PER_OPERATION = 25
 
 

@@ -15,6 +15,8 @@ from app.config import Settings
 from tests.integration.service import Service, poll
 from tests.integration.specs import SEED_LSTM, small_mlp
 
+pytestmark = pytest.mark.sqlite_only  # nothing here differs by backend
+
 DUMMY_ID = "0" * 28
 
 

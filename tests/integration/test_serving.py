@@ -12,6 +12,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.integration.service import Service
 from tests.integration.specs import small_mlp
 
+pytestmark = pytest.mark.sqlite_only  # nothing here differs by backend
+
 CHAR_SPEC: dict[str, Any] = {
     "dataset": "builtin:hihello",
     "model": {"arch": "lstm", "hidden_size": 16, "num_layers": 2},

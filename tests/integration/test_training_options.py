@@ -1,7 +1,11 @@
 """Options users reach for: fine-tuning from another job, time limits, early stopping."""
 
+import pytest
+
 from tests.integration.service import Service
 from tests.integration.specs import long_lstm, small_mlp
+
+pytestmark = pytest.mark.sqlite_only  # nothing here differs by backend
 
 
 def test_init_from_starts_with_another_jobs_weights(service: Service) -> None:

@@ -13,6 +13,8 @@ from tests.integration.service import Service, poll
 from tests.integration.specs import long_lstm, small_mlp
 from tests.integration.test_serving import CHAR_SPEC, trained
 
+pytestmark = pytest.mark.sqlite_only  # nothing here differs by backend
+
 http = pytest.importorskip("tritonclient.http")
 triton_utils = pytest.importorskip("tritonclient.utils")
 
