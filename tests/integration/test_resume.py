@@ -16,7 +16,7 @@ COMPARED = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
 SPECS: dict[str, dict[str, Any]] = {
     "mlp": {"dataset": "builtin:digits", "model": {"arch": "mlp", "hidden_sizes": [64]},
             "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9},
-            "training": {"epochs": 12, "batch_size": 32, "seed": 1, "checkpoint_every": 3,
+            "training": {"epochs": 150, "batch_size": 16, "seed": 1, "checkpoint_every": 10,
                          "keep_checkpoints": 20}},
     "cnn": {"dataset": "builtin:digits",
             "model": {"arch": "cnn", "channels": [8], "hidden_sizes": [32], "dropout": 0.2},
