@@ -5,7 +5,6 @@ its defaults filled in, and read back by the trainer. Unknown fields are errors 
 typo never silently trains the wrong thing.
 """
 
-import math
 import re
 from enum import StrEnum
 from typing import Annotated, Literal
@@ -173,8 +172,8 @@ class TrainingSpec(Strict):
     seq_len: int = Field(64, ge=1, le=4096, description="characters per training window")
     grad_clip: float | None = Field(None, gt=0, le=1e6, description="max gradient norm")
     checkpoint_every: int | None = Field(
-        None, ge=1, le=100_000, description="epochs between checkpoints; a tenth of the run "
-        "if absent")
+        None, ge=1, le=100_000, description="epochs between checkpoints; if absent, one after "
+        "each minute of training, and always one at the end")
     keep_checkpoints: int = Field(3, ge=1, le=100, description="latest checkpoints kept, "
                                   "besides the best one")
     lr_schedule: ScheduleSpec | None = Field(None, description="stepped once per epoch")
@@ -187,10 +186,6 @@ class TrainingSpec(Strict):
     mixed_precision: Literal["off", "bf16"] = Field(
         "off", description="bf16: forward and loss under bf16 autocast on a GPU (weights and "
         "optimizer stay fp32); ignored on CPU")
-
-    @property
-    def checkpoint_interval(self) -> int:
-        return self.checkpoint_every or max(1, math.ceil(self.epochs / 10))
 
 
 JOB_ID = re.compile(r"[0-9a-f]{28}")

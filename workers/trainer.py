@@ -21,6 +21,7 @@ from workers.optimizers import make_optimizer
 from workers.schedules import Stopper, make_scheduler, step_scheduler
 
 EVAL_BATCH = 1024
+CHECKPOINT_SECONDS = 60.0
 
 
 class TrainingError(Exception):
@@ -161,8 +162,8 @@ class Trainer:
     def run(self, hooks: Hooks) -> str:
         """Train to the last epoch or an early stop; returns 'succeeded' or why it stopped."""
         training = self.spec.training
-        interval = training.checkpoint_interval
         metrics: dict[str, float] = {}
+        self._checkpointed_at = time.monotonic()
         while self.epoch < training.epochs:
             started = time.perf_counter()
             train_stats = self.train_one_epoch(self.epoch + 1, hooks)
@@ -186,8 +187,7 @@ class Trainer:
             stop_early = bool(self.stopper and self.stopper.should_stop)
             metrics["seconds"] = time.perf_counter() - started
             hooks.on_epoch(self.epoch, metrics)
-            if (improved or stop_early or self.epoch % interval == 0
-                    or self.epoch == training.epochs):
+            if improved or stop_early or self._due() or self.epoch == training.epochs:
                 self._checkpoint(hooks, metrics)
             if stop_early:
                 break
@@ -213,9 +213,18 @@ class Trainer:
         loss, accuracy = self.evaluate(self.test_set)
         return {"test_loss": loss, "test_accuracy": accuracy}
 
+    def _due(self) -> bool:
+        every = self.spec.training.checkpoint_every
+        if every is not None:
+            return self.epoch % every == 0
+        # By time, not by epochs: short epochs would otherwise spend more time saving than
+        # training, and long ones would risk too much work between checkpoints.
+        return time.monotonic() - self._checkpointed_at >= CHECKPOINT_SECONDS
+
     def _checkpoint(self, hooks: Hooks, metrics: dict[str, float]) -> None:
         hooks.on_checkpoint(self.epoch, *self.state(metrics))
         self.checkpointed_epoch = self.epoch
+        self._checkpointed_at = time.monotonic()
 
     def train_one_epoch(self, epoch: int, hooks: Hooks) -> tuple[float, float, int] | None:
         training = self.spec.training

@@ -53,7 +53,7 @@ def test_seed_mlp_on_digits_reaches_96_percent(service: Service) -> None:
         assert job["metrics"]["val_accuracy"] == rows[-1]["val_accuracy"]
 
         checkpoints = client.get(f"/v1/jobs/{job['id']}/checkpoints").json()["items"]
-        assert [c["epoch"] for c in checkpoints] == [24, 27, 30]  # the last three kept
+        assert [c["epoch"] for c in checkpoints] == [30]  # a short run saves once, at the end
         assert all(len(c["sha256"]) == 64 and c["bytes"] > 0 for c in checkpoints)
 
         digit = client.post(f"/v1/models/{job['model_id']}/predict",

@@ -130,7 +130,7 @@ def test_defaults_are_filled_in() -> None:
     assert (job.optimizer.name, job.optimizer.lr, job.optimizer.weight_decay) == (
         "adam", 0.001, 0.0)
     assert job.training.epochs == 10
-    assert job.training.checkpoint_interval == 1
+    assert job.training.checkpoint_every is None  # by time; see test_trainer
     assert job.device == "auto"
     lstm = JobSpec.model_validate({"dataset": "0123456789abcdef0123456789ab",
                                    "model": {"arch": "lstm"}})
@@ -148,14 +148,6 @@ def test_adam_and_adamw_weight_decay_defaults() -> None:
     assert adam.optimizer.weight_decay == 0.0
     explicit = JobSpec.model_validate(spec(optimizer={"name": "adamw", "weight_decay": 0.0}))
     assert explicit.optimizer.weight_decay == 0.0
-
-
-def test_checkpoint_interval_defaults_to_a_tenth_of_the_run() -> None:
-    for epochs, interval in [(1, 1), (10, 1), (11, 2), (300, 30)]:
-        job = JobSpec.model_validate(spec(training={"epochs": epochs}))
-        assert job.training.checkpoint_interval == interval
-    job = JobSpec.model_validate(spec(training={"epochs": 300, "checkpoint_every": 7}))
-    assert job.training.checkpoint_interval == 7
 
 
 def test_stored_spec_reads_back_equal() -> None:

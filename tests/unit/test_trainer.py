@@ -100,10 +100,18 @@ def test_digits_mlp_reports_metrics_each_epoch_and_checkpoints_at_interval() -> 
         assert torch.equal(final[f"model.{name}"], value)
 
 
-def test_default_interval_checkpoints_every_epoch_of_a_short_run() -> None:
+def test_without_checkpoint_every_a_short_run_checkpoints_once_at_the_end() -> None:
     hooks = Hooks()
-    _trainer(_digits_spec(epochs=2)).run(hooks)
-    assert [e for e, _, _ in hooks.checkpoints] == [1, 2]
+    _trainer(_digits_spec(epochs=3)).run(hooks)
+    assert [e for e, _, _ in hooks.checkpoints] == [3]
+
+
+def test_without_checkpoint_every_checkpoints_come_by_time(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("workers.trainer.CHECKPOINT_SECONDS", 0.0)
+    hooks = Hooks()
+    _trainer(_digits_spec(epochs=3)).run(hooks)
+    assert [e for e, _, _ in hooks.checkpoints] == [1, 2, 3]
 
 
 def test_evaluation_matches_its_metrics() -> None:
