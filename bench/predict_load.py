@@ -108,7 +108,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=5, help="per measured point")
     parser.add_argument("--warmup", type=int, default=1, help="per point, not measured")
-    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds (median)")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (median)")
     parser.add_argument("--dataset", default="builtin:hihello",
                         help="builtin:hihello (default, seconds to train) or "
                              "builtin:python-docs (real English, one epoch: minutes)")

@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from sqlalchemy import text
 
+from app.db.tables import Owner
 from app.deps import OwnerDep, authenticate
 from app.errors import ApiError
 from app.serving import service, v2
@@ -79,7 +80,7 @@ async def ready(request: Request, _: OwnerDep) -> JSONResponse:
     return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
 
 
-def _row_metadata(request: Request, owner: Any, model_id: str) -> tuple[str, dict[str, Any]]:
+def _row_metadata(request: Request, owner: Owner, model_id: str) -> tuple[str, dict[str, Any]]:
     with request.app.state.sessions() as session:
         row = service.get_model(session=session, owner=owner, model_id=model_id)
         return row.status, v2.metadata(row.id, row.task, row.info)

@@ -139,7 +139,7 @@ def test_a_training_model_is_not_ready(service: Service, client: Any) -> None:
         job = v1.post("/v1/jobs", json=long_lstm()).json()
         try:
             model_id = poll(lambda: v1.get(f"/v1/jobs/{job['id']}").json()["model_id"],
-                            timeout=60, what="a first checkpoint")
+                            timeout=120, what="a first checkpoint")
             assert not client.is_model_ready(model_id, headers=auth(service))
             text = http.InferInput("text", [1], "BYTES")
             text.set_data_from_numpy(np.array([b"hi"], dtype=np.object_))
