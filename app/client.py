@@ -107,7 +107,7 @@ class ApiClient:
             except httpx.TransportError as exc:  # dropped, refused, timed out
                 if time.monotonic() > deadline:
                     raise ClientError(f"the event stream dropped: {exc}") from exc
-            time.sleep(1.0)
+            time.sleep(1.0)  # a pause between reconnects, so a restarting API is not hammered
 
 
 def _describe(detail: Any) -> str:

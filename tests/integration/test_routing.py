@@ -8,7 +8,6 @@ gpu-marked test starts a real GPU worker instead.
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -72,9 +71,10 @@ def test_a_cuda_job_waits_for_a_gpu_worker_and_can_be_cancelled(service: Service
         assert response.status_code == 202, response.text
         job = response.json()
         assert job["queue"] == "gpu"
-        # Longer than several reconciler passes (0.5 s here) and a CPU job's whole run:
-        # nothing serves the gpu queue, so the job is neither started nor moved.
-        time.sleep(2.0)
+        # A CPU job submitted after it runs to its end meanwhile, over several reconciler
+        # passes: nothing serves the gpu queue, so the cuda job is neither started nor moved.
+        later = client.post("/v1/jobs", json={**small_mlp(epochs=3), "device": "cpu"}).json()
+        assert service.wait_job(client, later["id"])["status"] == "succeeded"
         job = client.get(f"/v1/jobs/{job['id']}").json()
         assert (job["status"], job["queue"], job["device"], job["attempts"]) == (
             "queued", "gpu", None, 0)
