@@ -43,8 +43,10 @@ test: install-test system services lint
 test-unit: install-test
 	$(BIN)/pytest tests/unit
 
-bench: install-test
+bench: install-test system
 	$(BIN)/python bench/train_overhead.py
+	$(BIN)/python bench/predict_load.py
+	$(BIN)/python bench/generate_scaling.py
 
 ## On a machine with an NVIDIA GPU: the gpu-marked tests and the GPU training benchmark.
 gpu-check:
