@@ -21,13 +21,13 @@ SPECS: dict[str, dict[str, Any]] = {
     "cnn": {"dataset": "builtin:digits",
             "model": {"arch": "cnn", "channels": [8], "hidden_sizes": [32], "dropout": 0.2},
             "optimizer": {"name": "adam", "lr": 0.003},
-            "training": {"epochs": 9, "batch_size": 32, "seed": 2, "checkpoint_every": 3,
+            "training": {"epochs": 60, "batch_size": 32, "seed": 2, "checkpoint_every": 10,
                          "keep_checkpoints": 20}},
     "lstm": {"dataset": "builtin:hihello",
              "model": {"arch": "lstm", "hidden_size": 16, "num_layers": 2, "dropout": 0.1},
              "optimizer": {"name": "adam", "lr": 0.01},
-             "training": {"epochs": 1000, "batch_size": 1, "seq_len": 6, "seed": 3,
-                          "checkpoint_every": 100, "keep_checkpoints": 20}},
+             "training": {"epochs": 6000, "batch_size": 1, "seq_len": 6, "seed": 3,
+                          "checkpoint_every": 500, "keep_checkpoints": 20}},
 }
 
 
