@@ -17,6 +17,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from models.store import under_root
+
 FORMAT = "trainserve-checkpoint/1"
 _META_KEY = "trainserve"
 _ID = re.compile(r"[0-9a-f]{28}")
@@ -34,9 +36,8 @@ def relative_path(job_id: str, epoch: int) -> str:
 
 def resolve(root: Path, relative: str) -> Path:
     """The file under the store's root; anything that would leave the root is refused."""
-    root = root.resolve()
-    path = (root / relative).resolve()
-    if not path.is_relative_to(root):
+    path = under_root(root, relative)
+    if path is None:
         raise CheckpointError("checkpoint path leaves the artifact store")
     return path
 

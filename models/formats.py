@@ -21,6 +21,7 @@ import numpy as np
 from models.archive import Blob, Budget, FormatError, read_single, unpack
 from models.examples import Images, Limits, Text, checked_images, checked_names, to_float
 from models.idx import IdxError, parse_idx
+from models.store import under_root
 
 __all__ = ["FORMATS", "FormatError", "Images", "Limits", "Text", "describe", "encode", "parse",
            "read_stored", "relative_path", "resolve", "to_float"]
@@ -346,9 +347,8 @@ def relative_path(dataset_id: str, kind: str) -> str:
 
 
 def resolve(root: Path, relative: str) -> Path:
-    root = root.resolve()
-    path = (root / relative).resolve()
-    if not path.is_relative_to(root):
+    path = under_root(root, relative)
+    if path is None:
         raise FormatError("dataset path leaves the artifact store")
     return path
 

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from app.config import Settings
 from app.datasets.schemas import DatasetOut
 from app.datasets.store import FILE_FIELDS, Received
+from app.db.pages import newest_first
 from app.db.tables import Dataset, Job, Owner, new_id
 from app.errors import conflict, invalid, not_found
 from models import checkpoint as ckpt
@@ -58,17 +59,12 @@ def get_dataset(*, session: Session, owner: Owner, dataset_id: str) -> Dataset:
 
 def list_datasets(*, session: Session, owner: Owner, kind: str | None, limit: int,
                   cursor: str | None) -> tuple[list[Dataset], str | None]:
-    query = select(Dataset).order_by(Dataset.id.desc()).limit(limit + 1)
+    query = select(Dataset)
     if not owner.is_admin:
         query = query.where(Dataset.owner_id == owner.id)
     if kind:
         query = query.where(Dataset.kind == kind)
-    if cursor:
-        query = query.where(Dataset.id < cursor)
-    rows = list(session.execute(query).scalars())
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return rows, (rows[-1].id if more and rows else None)
+    return newest_first(session, query, Dataset.id, limit, cursor)
 
 
 def _form(upload: Received) -> tuple[str, str, dict[str, str]]:

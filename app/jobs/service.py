@@ -11,6 +11,7 @@ from app.broker import send_train
 from app.config import Settings
 from app.datasets.service import resolve_dataset
 from app.db.liveness import gpu_worker_alive
+from app.db.pages import newest_first
 from app.db.tables import Checkpoint, EpochMetric, Job, Owner, TrainedModel, utcnow
 from app.errors import ApiError, conflict, invalid, not_found
 from app.jobs.schemas import JobOut, Progress
@@ -118,15 +119,10 @@ def get_job(*, session: Session, owner: Owner, job_id: str) -> Job:
 
 def list_jobs(*, session: Session, owner: Owner, status: str | None, limit: int,
               cursor: str | None) -> tuple[list[Job], str | None]:
-    query = scoped(select(Job), owner, Job.owner_id).order_by(Job.id.desc()).limit(limit + 1)
+    query = scoped(select(Job), owner, Job.owner_id)
     if status:
         query = query.where(Job.status == status)
-    if cursor:
-        query = query.where(Job.id < cursor)
-    jobs = list(session.execute(query).scalars())
-    more = len(jobs) > limit
-    jobs = jobs[:limit]
-    return jobs, (jobs[-1].id if more and jobs else None)
+    return newest_first(session, query, Job.id, limit, cursor)
 
 
 def model_ids(session: Session, jobs: list[Job]) -> dict[str, str]:

@@ -16,6 +16,7 @@ from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.db.pages import newest_first
 from app.db.tables import Owner, TrainedModel
 from app.errors import ApiError, conflict, invalid, not_found
 from app.jobs.service import scoped
@@ -38,13 +39,7 @@ def get_model(*, session: Session, owner: Owner, model_id: str) -> TrainedModel:
 def list_models(*, session: Session, owner: Owner, limit: int,
                 cursor: str | None) -> tuple[list[TrainedModel], str | None]:
     query = scoped(select(TrainedModel), owner, TrainedModel.owner_id)
-    if cursor:
-        query = query.where(TrainedModel.id < cursor)
-    rows = list(session.execute(query.order_by(TrainedModel.id.desc()).limit(limit + 1))
-                .scalars())
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return rows, (rows[-1].id if more and rows else None)
+    return newest_first(session, query, TrainedModel.id, limit, cursor)
 
 
 def ready_model(*, serving: Serving, owner: Owner, model_id: str) -> LoadedModel:

@@ -35,7 +35,7 @@ class Recorder:
     def __call__(self, payloads: list[Any]) -> list[Any]:
         self.batches.append(list(payloads))
         self.threads.add(threading.current_thread().name)
-        time.sleep(self.seconds)
+        time.sleep(self.seconds)  # stands for a forward pass: slow enough for a queue
         return [p * 10 for p in payloads]
 
 
