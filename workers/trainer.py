@@ -4,6 +4,7 @@ Every epoch's data order comes from (seed, epoch), and checkpoints carry model, 
 and RNG state, so a run resumed from epoch k continues exactly as if it had never stopped.
 """
 
+import contextlib
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -233,14 +234,21 @@ class Trainer:
         order = torch.randperm(n, generator=torch.Generator().manual_seed(
             training.seed * 1_000_003 + epoch)).to(self.device)
         resumed, self.position = self.position, None
+        first = resumed.batch_start if resumed else 0
         loss_sum = torch.tensor(resumed.loss_sum if resumed else 0.0, device=self.device)
-        correct = torch.tensor(int(resumed.correct) if resumed else 0, device=self.device)
-        for start in range(resumed.batch_start if resumed else 0, n, training.batch_size):
+        # Predictions are written in place and counted once at the end: one kernel per
+        # batch instead of four keeps the bookkeeping invisible next to a small model's step.
+        predicted = torch.empty_like(self.train_set.y)
+        amp = (torch.autocast(self.device.type, dtype=torch.bfloat16) if self.autocast
+               else contextlib.nullcontext())
+        for start in range(first, n, training.batch_size):
             if hooks.stop_reason() is not None:
-                self.position = Position(start, loss_sum.item(), float(correct.item()))
+                correct = (resumed.correct if resumed else 0.0) + self._hits(
+                    predicted, order, first, start)
+                self.position = Position(start, loss_sum.item(), correct)
                 return None
             x, y = self.train_set.batch(order[start:start + training.batch_size])
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+            with amp:
                 logits, loss = self.model(x, y)
             assert loss is not None
             objective = loss + training.l2 * l2_penalty(self.model) if training.l2 else loss
@@ -250,10 +258,16 @@ class Trainer:
                 nn.utils.clip_grad_norm_(self.model.parameters(), training.grad_clip)
             self.optimizer.step()
             # Kept on the device: a .item() per batch would stall a GPU.
-            loss_sum += loss.detach() * y.numel()
-            correct += (logits.detach().argmax(-1) == y).sum()
+            loss_sum.add_(loss.detach(), alpha=y.numel())
+            torch.argmax(logits.detach(), dim=-1, out=predicted[start:start + len(y)])
+        correct = (resumed.correct if resumed else 0.0) + self._hits(predicted, order, first, n)
         count = n * (self.train_set.y[0].numel() if n else 1)
-        return loss_sum.item(), float(correct.item()), count
+        return loss_sum.item(), correct, count
+
+    def _hits(self, predicted: torch.Tensor, order: torch.Tensor, first: int, end: int) -> float:
+        """Correct predictions among the examples order[first:end] trained on so far."""
+        targets = self.train_set.y[order[first:end]]
+        return float((predicted[first:end] == targets).sum().item())
 
     @torch.no_grad()
     def evaluate(self, batches: Batches) -> tuple[float, float]:
