@@ -1,15 +1,18 @@
 """The FastAPI application factory: `uvicorn --factory app.main:create_app`."""
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
 
 from app import errors, observability
 from app.broker import make_sender
 from app.config import Settings, get_settings
 from app.dashboard.router import router as dashboard_router
 from app.datasets.router import router as datasets_router
+from app.datasets.store import sweep_incoming
 from app.db.engine import make_engine, make_sessionmaker
 from app.events.router import router as events_router
 from app.health import router as health_router
@@ -19,6 +22,8 @@ from app.ratelimit import RateLimit
 from app.serving import runtime as serving_runtime
 from app.serving.router import router as models_router
 from app.serving.v2_router import router as v2_router
+
+log = logging.getLogger(__name__)
 
 DESCRIPTION = """Train neural networks (MLP, CNN, RNN, GRU, LSTM) and serve their predictions.
 
@@ -39,6 +44,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # The inference thread, the model cache (warmed) and bounded torch threads.
         app.state.serving = serving_runtime.start(settings, app.state.sessions)
         app.state.model_cache = app.state.serving.cache
+        swept = await run_in_threadpool(sweep_incoming, settings)
+        if swept:
+            log.info("removed %d abandoned upload parts", swept)
         yield
         app.state.serving.stop()
         engine.dispose()

@@ -10,6 +10,7 @@ can look at its size.
 
 import hashlib
 import secrets
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
@@ -31,6 +32,9 @@ TEXT_FIELDS = ("name", "format", "encoding", "label_column", "shape")
 FIELD_BYTES = 1024
 OVERHEAD = 64 * 1024  # boundaries, part headers and the small fields around the files
 INCOMING = "datasets/.incoming"
+# A part this old belongs to no upload still running: uploads stream at network speed
+# and a stalled client is cut off long before (uvicorn's timeouts).
+ABANDONED_SECONDS = 6 * 3600
 
 
 @dataclass
@@ -61,6 +65,21 @@ class Received:
     def discard(self) -> None:
         for part in self.files.values():
             part.path.unlink(missing_ok=True)
+
+
+def sweep_incoming(settings: Settings, older_than: float = ABANDONED_SECONDS) -> int:
+    """Remove the parts of uploads that a crash or a kill interrupted; returns how many.
+    Only old ones: another API process may be receiving into the same directory now."""
+    directory = settings.artifact_dir / INCOMING
+    if not directory.is_dir():
+        return 0
+    cutoff, removed = time.time() - older_than, 0
+    for path in directory.glob("*.part"):
+        with suppress(FileNotFoundError):  # a concurrent sweep or upload got there first
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
+                removed += 1
+    return removed
 
 
 def too_large(limit: int) -> ApiError:

@@ -2,6 +2,8 @@
 
 import asyncio
 import hashlib
+import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +13,7 @@ from starlette.requests import Request
 from app.config import Settings
 from app.datasets import store
 from app.errors import ApiError
+from app.main import create_app
 
 BOUNDARY = "xyzzy"
 
@@ -109,3 +112,35 @@ def test_malformed_bodies(tmp_path: Path, body: bytes, headers: dict[str, str], 
     if field is not None:
         assert caught.value.detail[0]["loc"] == ["body", field]  # type: ignore[index]
     assert _incoming(tmp_path) == []
+
+
+def test_sweep_removes_only_parts_old_enough_to_be_abandoned(tmp_path: Path) -> None:
+    settings = _settings(tmp_path, 1000)
+    assert store.sweep_incoming(settings) == 0  # no directory yet: nothing to do
+    directory = tmp_path / "artifacts" / store.INCOMING
+    directory.mkdir(parents=True)
+    old, fresh, other = directory / "a.part", directory / "b.part", directory / "keep.txt"
+    for path in (old, fresh, other):
+        path.write_bytes(b"x")
+    stale = time.time() - store.ABANDONED_SECONDS - 60
+    os.utime(old, (stale, stale))
+    os.utime(other, (stale, stale))
+    assert store.sweep_incoming(settings) == 1
+    assert sorted(p.name for p in directory.iterdir()) == ["b.part", "keep.txt"]
+
+
+def test_the_api_sweeps_abandoned_parts_when_it_starts(tmp_path: Path) -> None:
+    settings = _settings(tmp_path, 1000)
+    directory = tmp_path / "artifacts" / store.INCOMING
+    directory.mkdir(parents=True)
+    abandoned = directory / "crashed.part"
+    abandoned.write_bytes(b"half an upload")
+    stale = time.time() - store.ABANDONED_SECONDS - 60
+    os.utime(abandoned, (stale, stale))
+    app = create_app(settings)
+
+    async def start_and_stop() -> None:
+        async with app.router.lifespan_context(app):
+            pass
+    asyncio.run(start_and_stop())
+    assert not abandoned.exists()
