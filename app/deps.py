@@ -1,6 +1,7 @@
 """Dependencies shared by the routers, as `Annotated` aliases."""
 
 from collections.abc import Iterator
+from functools import partial
 from typing import Annotated
 
 from celery import Celery
@@ -14,6 +15,7 @@ from app.config import Settings
 from app.db.tables import Owner
 from app.errors import ApiError
 from app.keys.service import TTLCache, hash_key, owner_for_key_hash
+from app.singleflight import SingleFlight
 
 _bearer = HTTPBearer(auto_error=False, description="an API key from `trainserve keys create`")
 
@@ -54,15 +56,24 @@ def _lookup(sessions: sessionmaker[Session], key_hash: str) -> Owner | None:
 
 async def owner_for(request: Request, key: str) -> Owner:
     """The key's owner, from the short-lived key cache when it can: a known key costs no
-    database round trip and no threadpool hop, which matters on the prediction path."""
+    database round trip and no threadpool hop, which matters on the prediction path. When
+    the entry has expired, concurrent requests with that key share one lookup."""
     key_hash = hash_key(key)
     cache: TTLCache[str, Owner] = request.app.state.key_cache
     owner = cache.get(key_hash)
     if owner is None:
-        owner = await run_in_threadpool(_lookup, request.app.state.sessions, key_hash)
-        if owner is None:
-            raise _unauthorized()
-        cache.put(key_hash, owner)
+        loads: SingleFlight[str, Owner] = request.app.state.key_loads
+        owner = await loads.do(key_hash, partial(_load_owner, request.app.state.sessions,
+                                                 cache, key_hash))
+    return owner
+
+
+async def _load_owner(sessions: sessionmaker[Session], cache: TTLCache[str, Owner],
+                      key_hash: str) -> Owner:
+    owner = await run_in_threadpool(_lookup, sessions, key_hash)
+    if owner is None:
+        raise _unauthorized()
+    cache.put(key_hash, owner)
     return owner
 
 

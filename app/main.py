@@ -22,6 +22,7 @@ from app.ratelimit import RateLimit
 from app.serving import runtime as serving_runtime
 from app.serving.router import router as models_router
 from app.serving.v2_router import router as v2_router
+from app.singleflight import SingleFlight
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.sessions = make_sessionmaker(engine)
         app.state.sender = make_sender(settings)
         app.state.key_cache = TTLCache(settings.lookup_cache_seconds)
+        app.state.key_loads = SingleFlight()
         # The inference thread, the model cache (warmed) and bounded torch threads.
         app.state.serving = serving_runtime.start(settings, app.state.sessions)
         app.state.model_cache = app.state.serving.cache

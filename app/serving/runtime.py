@@ -18,6 +18,7 @@ from app.keys.service import TTLCache
 from app.serving import inference
 from app.serving.batcher import MicroBatcher
 from app.serving.cache import LoadedModel, ModelCache
+from app.singleflight import SingleFlight
 from models import checkpoint as ckpt
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ class Serving:
     # (model id, owner id) -> the loaded model that owner may use: a hit skips the database.
     lookups: TTLCache[tuple[str, str], LoadedModel] = field(
         default_factory=lambda: TTLCache(0.0))
+    loads: SingleFlight[tuple[str, str], LoadedModel] = field(default_factory=SingleFlight)
 
     def stop(self) -> None:
         self.batcher.stop()

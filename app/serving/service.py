@@ -62,10 +62,15 @@ async def resolve(serving: Serving, *, owner: Owner, model_id: str) -> LoadedMod
     if loaded is not None:
         serving.cache.record_hit()
         return loaded
-    # Only answers that may be reused are cached: a 404 or a 409 asks the database again.
+    # Concurrent misses (an entry expiring under load) share one trip to the database.
+    return await serving.loads.do(key, partial(_load, serving, owner, model_id))
+
+
+async def _load(serving: Serving, owner: Owner, model_id: str) -> LoadedModel:
     loaded = await run_in_threadpool(partial(ready_model, serving=serving, owner=owner,
                                              model_id=model_id))
-    serving.lookups.put(key, loaded)
+    # Only answers that may be reused are cached: a 404 or a 409 asks the database again.
+    serving.lookups.put((model_id, owner.id), loaded)
     return loaded
 
 
