@@ -20,7 +20,8 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz", summary="The process is up")
-def healthz() -> dict[str, str]:
+async def healthz() -> dict[str, str]:
+    # On the event loop, not the threadpool: liveness must not fail while the pool is busy.
     return {"status": "ok"}
 
 
