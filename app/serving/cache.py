@@ -15,9 +15,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from app.serving.predictor import char_predictor
 from models import checkpoint as ckpt
 from models import registry
 from models.checkpoint import strip_prefix
+from models.recurrent import CharRNN
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +33,8 @@ class LoadedModel:
     arch: str = ""
     nbytes: int = 0
     lookup: dict[str, int] = field(default_factory=dict)
+    # Character models: the batched prediction (see predictor.py), sharing `module`'s weights.
+    predictor: nn.Module | None = None
 
     @property
     def vocab(self) -> list[str]:
@@ -56,7 +60,9 @@ def load_model(model_id: str, path: Path, sha256: str) -> LoadedModel:
     loaded = LoadedModel(model_id=model_id, module=module, task=meta["task"], info=meta["data"],
                          arch=meta["arch"], nbytes=module_bytes(module))
     if loaded.task == "char":
+        assert isinstance(module, CharRNN)
         loaded.lookup = {c: i for i, c in enumerate(loaded.vocab)}
+        loaded.predictor = char_predictor(module)
     return loaded
 
 

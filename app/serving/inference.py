@@ -4,7 +4,7 @@ text. Plain functions of a module and its inputs: the batcher decides what runs 
 from dataclasses import dataclass
 
 import torch
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+from torch import nn
 
 from models.recurrent import CharRNN
 
@@ -22,46 +22,21 @@ class CharAnswer:
     probs: torch.Tensor  # (vocab,) the distribution of the character after the whole text
 
 
-def char_logits(module: CharRNN, texts: list[list[int]]) -> torch.Tensor:
-    """Logits (batch, longest, vocab) for texts of any lengths; row i is exact up to
-    len(texts[i]) and unspecified after it.
-
-    Texts of different lengths are packed, so that the recurrence of a short text stops at
-    its end: padding never reaches its outputs (nor its state), and the batch costs the sum
-    of the lengths, not the batch size times the longest."""
-    if len(texts) == 1:
-        logits, _ = module.step(torch.tensor(texts))
-        return logits
+@torch.inference_mode()
+def next_chars(predictor: nn.Module, queries: list[CharQuery]) -> list[CharAnswer]:
+    """What follows each text, and the per-position `sequence` (the seed's 'ihello' for
+    'hihell'), for a whole batch in one call of the model's `char_predictor`."""
+    texts = [q.ids for q in queries]
     lengths = [len(t) for t in texts]
     longest = max(lengths)
     ids = torch.tensor([t + [0] * (longest - len(t)) for t in texts])
-    if min(lengths) == longest:
-        logits, _ = module.step(ids)
-        return logits
-    packed = pack_padded_sequence(module.encode(ids), torch.tensor(lengths), batch_first=True,
-                                  enforce_sorted=False)
-    out, _ = module.rnn(packed)
-    padded, _ = pad_packed_sequence(out, batch_first=True, total_length=longest)
-    return module.head(padded)
-
-
-@torch.inference_mode()
-def next_chars(module: CharRNN, queries: list[CharQuery]) -> list[CharAnswer]:
-    """What follows each text, and the per-position `sequence` (the seed's 'ihello' for
-    'hihell'), for a whole batch in one forward pass."""
-    texts = [q.ids for q in queries]
-    logits = char_logits(module, texts)
-    lengths = [len(t) for t in texts]
-    last = logits[torch.arange(len(texts)), torch.tensor(lengths) - 1]
-    probs = torch.softmax(last, dim=-1)
-    # One topk and one argmax for the batch, then plain lists: per-item tensor calls would
-    # cost more than the forward pass itself at serving sizes.
-    k = min(max(q.top_k for q in queries), probs.size(-1))
-    values, indices = probs.topk(k)
-    values_l, indices_l = values.tolist(), indices.tolist()
-    best = logits.argmax(-1).tolist()
-    return [CharAnswer(top=list(zip(indices_l[i][:q.top_k], values_l[i][:q.top_k], strict=False)),
-                       sequence=best[i][:lengths[i]], probs=probs[i])
+    k = max(q.top_k for q in queries)
+    values, indices, best, probs = predictor(ids, torch.tensor(lengths), k)
+    # Plain lists, then per-query slices: per-item tensor calls would cost more than the
+    # forward pass itself at serving sizes.
+    values_l, indices_l, best_l = values.tolist(), indices.tolist(), best.tolist()
+    return [CharAnswer(top=list(zip(indices_l[i][:q.top_k], values_l[i][:q.top_k], strict=True)),
+                       sequence=best_l[i][:lengths[i]], probs=probs[i])
             for i, q in enumerate(queries)]
 
 
@@ -102,9 +77,9 @@ def generate(module: CharRNN, prompt: list[int], max_chars: int, temperature: fl
 
 
 def warm(module: torch.nn.Module, task: str, width: int) -> None:
-    """One tiny forward pass, so that the first real request does not pay for lazy set-up."""
+    """One tiny forward pass, so that the first real request does not pay for lazy set-up.
+    For a character model `module` is its `char_predictor`."""
     if task == "char":
-        assert isinstance(module, CharRNN)
         next_chars(module, [CharQuery(ids=[0], top_k=1)])
         next_chars(module, [CharQuery(ids=[0], top_k=1), CharQuery(ids=[0, 0], top_k=1)])
     else:

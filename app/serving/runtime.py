@@ -92,6 +92,7 @@ def warm(serving: Serving, model_id: str) -> LoadedModel:
             raise LookupError("no ready model with that id")
         loaded = load_row(serving, row, session)
     started = time.perf_counter()
-    inference.warm(loaded.module, loaded.task, loaded.width if loaded.task != "char" else 0)
+    inference.warm(loaded.predictor or loaded.module, loaded.task,
+                   loaded.width if loaded.task != "char" else 0)
     log.info("warmed model %s in %.3fs", model_id, time.perf_counter() - started)
     return loaded

@@ -86,7 +86,7 @@ def encode(model: LoadedModel, text: str, field: str) -> list[int]:
 async def next_chars(serving: Serving, model: LoadedModel, queries: list[CharQuery]
                      ) -> list[CharAnswer]:
     """Each query answered through the micro-batcher, together with concurrent requests."""
-    run = partial(inference.next_chars, model.module)
+    run = partial(inference.next_chars, model.predictor)
     key = (id(model), "char")
     if len(queries) == 1:
         return [await serving.batcher.submit(key, run, queries[0])]

@@ -13,6 +13,7 @@ import torch
 from app.serving import inference
 from app.serving.batcher import MicroBatcher
 from app.serving.inference import CharQuery
+from app.serving.predictor import char_predictor
 from models.recurrent import CharRNN, CharRNNConfig
 
 
@@ -106,7 +107,7 @@ def test_a_cancelled_request_does_not_break_the_others(batcher: MicroBatcher) ->
 
 def test_batched_predictions_through_the_batcher_equal_unbatched(batcher: MicroBatcher) -> None:
     torch.manual_seed(0)
-    model = CharRNN(CharRNNConfig(vocab_size=5, hidden_size=32, num_layers=2)).eval()
+    model = char_predictor(CharRNN(CharRNNConfig(vocab_size=5, hidden_size=32, num_layers=2)))
     gen = torch.Generator().manual_seed(0)
     queries = [CharQuery(ids=torch.randint(0, 5, (n,), generator=gen).tolist(), top_k=3)
                for n in (3, 12, 1, 7, 7, 25, 2, 9, 4, 16)]

@@ -1,13 +1,14 @@
 """Serving's forward passes: batched answers equal unbatched ones, generation is seeded and
 linear, whatever the cell, input encoding or mix of lengths."""
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import torch
 
 from app.serving import inference
 from app.serving.inference import CharQuery
+from app.serving.predictor import CharPredictor, char_predictor
 from app.serving.runtime import configure_torch
 from models.mlp import MLP, MLPConfig
 from models.recurrent import CharRNN, CharRNNConfig
@@ -31,6 +32,18 @@ def char_model(cell: str = "lstm", embedding_dim: int | None = None, vocab: int 
     return CharRNN(config).eval()
 
 
+@pytest.fixture(params=["scripted", "eager"])
+def predictor_of(request: pytest.FixtureRequest) -> Callable[[CharRNN], torch.nn.Module]:
+    """Both forms the API may serve with: TorchScript, and the eager fallback."""
+    def build(model: CharRNN) -> torch.nn.Module:
+        if request.param == "eager":
+            return CharPredictor(model).eval()
+        scripted = char_predictor(model)
+        assert isinstance(scripted, torch.jit.ScriptModule)
+        return scripted
+    return build
+
+
 def texts(vocab: int, lengths: list[int], seed: int = 1) -> list[list[int]]:
     gen = torch.Generator().manual_seed(seed)
     return [torch.randint(0, vocab, (n,), generator=gen).tolist() for n in lengths]
@@ -38,9 +51,10 @@ def texts(vocab: int, lengths: list[int], seed: int = 1) -> list[list[int]]:
 
 @pytest.mark.parametrize(("cell", "embedding_dim"), [("lstm", None), ("gru", None),
                                                      ("rnn", None), ("lstm", 8)])
-def test_batched_answers_equal_unbatched_for_mixed_lengths(cell: str,
-                                                           embedding_dim: int | None) -> None:
-    model = char_model(cell, embedding_dim)
+def test_batched_answers_equal_unbatched_for_mixed_lengths(
+        cell: str, embedding_dim: int | None,
+        predictor_of: Callable[[CharRNN], torch.nn.Module]) -> None:
+    model = predictor_of(char_model(cell, embedding_dim))
     lengths = [1, 9, 3, 30, 9, 2, 17]
     queries = [CharQuery(ids=t, top_k=k) for t, k in zip(texts(7, lengths), [1, 3, 7, 2, 5, 4, 9],
                                                          strict=True)]
@@ -55,11 +69,13 @@ def test_batched_answers_equal_unbatched_for_mixed_lengths(cell: str,
         assert [p for _, p in together.top] == pytest.approx([p for _, p in alone.top], abs=1e-5)
 
 
-def test_answers_match_the_models_own_forward_pass() -> None:
+def test_answers_match_the_models_own_forward_pass(
+        predictor_of: Callable[[CharRNN], torch.nn.Module]) -> None:
     """The serving path computes what training's forward pass computes, padding or not."""
     model = char_model()
     batch = texts(7, [4, 11, 6])
-    answers = inference.next_chars(model, [CharQuery(ids=t, top_k=7) for t in batch])
+    answers = inference.next_chars(predictor_of(model),
+                                   [CharQuery(ids=t, top_k=7) for t in batch])
     with torch.inference_mode():
         for text, answer in zip(batch, answers, strict=True):
             logits, _ = model(torch.tensor([text]))
@@ -69,12 +85,15 @@ def test_answers_match_the_models_own_forward_pass() -> None:
             assert sum(p for _, p in answer.top) == pytest.approx(1.0, abs=1e-5)
 
 
-def test_equal_lengths_batch_without_packing() -> None:
-    model = char_model()
-    queries = [CharQuery(ids=t, top_k=2) for t in texts(7, [5, 5, 5])]
+def test_equal_lengths_and_a_top_k_beyond_the_vocabulary(
+        predictor_of: Callable[[CharRNN], torch.nn.Module]) -> None:
+    model = predictor_of(char_model())
+    queries = [CharQuery(ids=t, top_k=k) for t, k in zip(texts(7, [5, 5, 5]), [2, 1000, 7],
+                                                          strict=True)]
     for query, together in zip(queries, inference.next_chars(model, queries), strict=True):
         [alone] = inference.next_chars(model, [query])
         torch.testing.assert_close(together.probs, alone.probs, rtol=1e-5, atol=1e-5)
+        assert len(together.top) == min(query.top_k, 7) == len(alone.top)
 
 
 def test_classify_batched_equals_unbatched() -> None:
@@ -135,6 +154,23 @@ def test_generate_carries_the_state_so_work_is_linear_in_length() -> None:
 
 
 def test_warm_runs_both_tasks() -> None:
-    inference.warm(char_model(), "char", 0)
+    inference.warm(char_predictor(char_model()), "char", 0)
     inference.warm(MLP(MLPConfig(input_dim=4, num_classes=2, hidden_sizes=[3])).eval(),
                    "classifier", 4)
+
+
+def test_without_torchscript_predictions_run_eagerly_with_the_same_answers(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    model = char_model()
+    scripted = char_predictor(model)
+
+    def unavailable(*_: object, **__: object) -> None:
+        raise RuntimeError("no TorchScript here")
+    monkeypatch.setattr(torch.jit, "script", unavailable)
+    eager = char_predictor(model)
+    assert isinstance(eager, CharPredictor) and "predictions run eagerly" in caplog.text
+    queries = [CharQuery(ids=t, top_k=3) for t in texts(7, [4, 9, 1])]
+    for a, b in zip(inference.next_chars(scripted, queries), inference.next_chars(eager, queries),
+                    strict=True):
+        torch.testing.assert_close(a.probs, b.probs, rtol=1e-6, atol=1e-7)
+        assert a.sequence == b.sequence and [i for i, _ in a.top] == [i for i, _ in b.top]
