@@ -42,6 +42,8 @@ class CharPredictor(nn.Module):
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor, k: int
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        # CharRNN.encode, restated: scripting CharRNN itself would compile its training
+        # forward too, whose state argument TorchScript cannot type.
         if self.one_hot:
             x = nn.functional.one_hot(ids, self.vocab_size).to(self.head.weight.dtype)
         else:

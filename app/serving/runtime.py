@@ -102,7 +102,9 @@ def warm(serving: Serving, model_id: str) -> LoadedModel:
             raise LookupError("no ready model with that id")
         loaded = load_row(serving, row, session)
     started = time.perf_counter()
-    inference.warm(loaded.predictor or loaded.module, loaded.task,
-                   loaded.width if loaded.task != "char" else 0)
+    if loaded.predictor is not None:
+        inference.warm(loaded.predictor, "char", 0)
+    else:
+        inference.warm(loaded.module, loaded.task, loaded.width)
     log.info("warmed model %s in %.3fs", model_id, time.perf_counter() - started)
     return loaded
