@@ -2,6 +2,10 @@
 answers, generation is seeded, a model is loaded once, and the lookup caches keep the rules
 (owners, readiness, revoked keys)."""
 
+import os
+import signal
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -9,7 +13,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.service import Service
+from tests.integration.service import Service, free_port, poll
 from tests.integration.specs import small_mlp
 
 pytestmark = pytest.mark.sqlite_only  # nothing here differs by backend
@@ -154,3 +158,36 @@ def test_cached_lookups_keep_owners_apart(service: Service, char_model: str) -> 
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic x"}):
         response = httpx.post(service.base_url + path, json={"text": "hi"}, headers=headers)
         assert response.status_code == 401
+
+
+def test_an_api_started_with_warm_models_loads_them_before_any_request(
+        service: Service, char_model: str) -> None:
+    """A second API on the same database, told to warm the model and an id that does not
+    exist: it starts anyway, with the model loaded and run once, and answers from it."""
+    port = free_port()
+    env = {**service.env, "TRAINSERVE_PORT": str(port),
+           "TRAINSERVE_WARM_MODELS": f"{char_model},{'0' * 28}"}
+    log = service.root / "warm-api.log"
+    with open(log, "ab") as out:
+        api = subprocess.Popen([sys.executable, "-m", "app.cli", "api"], env=env, stdout=out,
+                               stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        def ready() -> bool:
+            assert api.poll() is None, log.read_text()[-3000:]
+            try:
+                return httpx.get(f"{base}/readyz", timeout=2).status_code == 200
+            except httpx.TransportError:
+                return False
+        poll(ready, timeout=60, what="the warming API to be ready")
+        other = Service(service.backend, service.root, env, base_url=base)
+        assert metric(other, "trainserve_model_cache_loads") == 1  # before any prediction
+        answer = httpx.post(f"{base}/v1/models/{char_model}/predict", json={"text": "hihell"},
+                            headers={"Authorization": f"Bearer {service.keys['alice']}"})
+        assert answer.status_code == 200 and answer.json()["next"]
+        assert metric(other, "trainserve_model_cache_loads") == 1
+        text = log.read_text()
+        assert f"warmed model {char_model}" in text and "could not warm model" in text
+    finally:
+        os.killpg(api.pid, signal.SIGTERM)
+        api.wait(30)
