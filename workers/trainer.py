@@ -235,6 +235,7 @@ class Trainer:
             training.seed * 1_000_003 + epoch)).to(self.device)
         resumed, self.position = self.position, None
         first = resumed.batch_start if resumed else 0
+        earlier_hits = resumed.correct if resumed else 0.0
         loss_sum = torch.tensor(resumed.loss_sum if resumed else 0.0, device=self.device)
         # Predictions are written in place and counted once at the end: one kernel per
         # batch instead of four keeps the bookkeeping invisible next to a small model's step.
@@ -243,8 +244,7 @@ class Trainer:
                else contextlib.nullcontext())
         for start in range(first, n, training.batch_size):
             if hooks.stop_reason() is not None:
-                correct = (resumed.correct if resumed else 0.0) + self._hits(
-                    predicted, order, first, start)
+                correct = earlier_hits + self._hits(predicted, order, first, start)
                 self.position = Position(start, loss_sum.item(), correct)
                 return None
             x, y = self.train_set.batch(order[start:start + training.batch_size])
@@ -260,7 +260,7 @@ class Trainer:
             # Kept on the device: a .item() per batch would stall a GPU.
             loss_sum.add_(loss.detach(), alpha=y.numel())
             torch.argmax(logits.detach(), dim=-1, out=predicted[start:start + len(y)])
-        correct = (resumed.correct if resumed else 0.0) + self._hits(predicted, order, first, n)
+        correct = earlier_hits + self._hits(predicted, order, first, n)
         count = n * (self.train_set.y[0].numel() if n else 1)
         return loss_sum.item(), correct, count
 
