@@ -24,31 +24,75 @@ from models.recurrent import CharRNN
 log = logging.getLogger(__name__)
 
 
+# oneDNN's LSTM layer, called directly: see CharPredictor. Its `mode` for an LSTM.
+FUSED_LSTM = (getattr(torch.ops.aten, "mkldnn_rnn_layer", None)
+              if torch.backends.mkldnn.is_available() else None)
+ONEDNN_LSTM_MODE = 2
+# From this many texts a batch goes through oneDNN: its fixed cost per call (~0.3 ms,
+# re-laying out the weights) is repaid from about five texts on (measured for 2x256).
+FUSED_MIN_BATCH = 5
+
+
 class CharPredictor(nn.Module):
     """Texts in (right-padded ids and their lengths), for each: the distribution after its
     last character, its top k, and the likeliest next character at every position.
 
-    Texts of different lengths are packed, so that the recurrence of a short text stops at
-    its end: padding never reaches its outputs, and a batch costs the sum of the lengths,
-    not the batch size times the longest. Shares its weights with the model."""
+    A batch of LSTM texts runs through oneDNN's LSTM layer, padded: on these machines'
+    CPUs (AMD, where MKL's GEMMs reach a quarter of oneDNN's) it costs 40-60% of the native
+    layer's time. Padding at the end never reaches a text's own outputs, which are causal,
+    so only positions a text does not have are wasted. The API turns oneDNN off globally
+    (runtime.configure_torch: a lone text and every step of `generate` would pay its fixed
+    cost), so the layer is called by name rather than through nn.LSTM.
+    Other batches are packed, so that the recurrence of a short text stops at its end and a
+    batch costs the sum of the lengths. Shares its weights with the model."""
 
-    def __init__(self, model: CharRNN) -> None:
+    lstm_weights: list[torch.Tensor]
+
+    def __init__(self, model: CharRNN, fused: bool = True) -> None:
         super().__init__()
         self.one_hot = model.embedding is None
         self.embedding = model.embedding if model.embedding is not None else nn.Identity()
         self.vocab_size = model.config.vocab_size
+        self.hidden_size = model.config.hidden_size
+        self.num_layers = model.config.num_layers
         self.rnn = model.rnn
         self.head = model.head
+        rnn = model.rnn
+        self.fused = (fused and FUSED_LSTM is not None and isinstance(rnn, nn.LSTM)
+                      and rnn.bias and rnn.proj_size == 0 and not rnn.bidirectional)
+        self.fused_min_batch = FUSED_MIN_BATCH
+        self.lstm_mode = ONEDNN_LSTM_MODE
+        self.lstm_weights = [getattr(rnn, f"{name}_l{layer}")
+                             for layer in range(self.num_layers)
+                             for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+                             ] if self.fused else []
 
-    def forward(self, ids: torch.Tensor, lengths: torch.Tensor, k: int
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def encode(self, ids: torch.Tensor) -> torch.Tensor:
         # CharRNN.encode, restated: scripting CharRNN itself would compile its training
         # forward too, whose state argument TorchScript cannot type.
         if self.one_hot:
-            x = nn.functional.one_hot(ids, self.vocab_size).to(self.head.weight.dtype)
-        else:
-            x = self.embedding(ids)
-        if ids.size(0) == 1:
+            return nn.functional.one_hot(ids, self.vocab_size).to(self.head.weight.dtype)
+        return self.embedding(ids)
+
+    def fused_lstm(self, x: torch.Tensor) -> torch.Tensor:
+        """The outputs of nn.LSTM(x) in eval mode from a zero state, via oneDNN."""
+        # The layer works time-major, as nn.LSTM's own oneDNN path feeds it.
+        layer_input = x.transpose(0, 1).contiguous()
+        zeros = x.new_zeros(x.size(0), self.hidden_size)
+        for layer in range(self.num_layers):
+            w = self.lstm_weights[4 * layer:4 * layer + 4]
+            layer_input = torch.ops.aten.mkldnn_rnn_layer(
+                layer_input, w[0], w[1], w[2], w[3], zeros, zeros, False, [],
+                self.lstm_mode, self.hidden_size, self.num_layers, True, False, False,
+                False)[0]
+        return layer_input.transpose(0, 1)
+
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor, k: int
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        x = self.encode(ids)
+        if self.fused and ids.size(0) >= self.fused_min_batch:
+            out = self.fused_lstm(x)
+        elif ids.size(0) == 1:
             out, _ = self.rnn(x)
         else:
             packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
@@ -62,9 +106,28 @@ class CharPredictor(nn.Module):
         return values, indices, logits.argmax(-1), probs
 
 
+def fused_agrees(predictor: CharPredictor) -> bool:
+    """Whether oneDNN's layer gives nn.LSTM's outputs for this model: a check at load time
+    that an op called by name still means what it meant, in whatever torch is installed."""
+    ids = torch.randint(0, predictor.vocab_size, (3, 7),
+                        generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        x = predictor.encode(ids)
+        try:
+            fused = predictor.fused_lstm(x)
+        except RuntimeError as exc:
+            log.warning("oneDNN's LSTM layer failed (%s)", exc)
+            return False
+        native, _ = predictor.rnn(x)
+    return fused.shape == native.shape and torch.allclose(fused, native, rtol=1e-4, atol=1e-5)
+
+
 def char_predictor(model: CharRNN) -> nn.Module:
     """The model's CharPredictor, scripted where TorchScript can."""
     predictor = CharPredictor(model).eval()
+    if predictor.fused and not fused_agrees(predictor):
+        log.warning("oneDNN's LSTM layer disagrees with nn.LSTM here; batches run natively")
+        predictor = CharPredictor(model, fused=False).eval()
     try:
         with warnings.catch_warnings():
             # Its deprecation notice is about the future; the reason to use it is above.

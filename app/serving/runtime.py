@@ -26,10 +26,12 @@ log = logging.getLogger(__name__)
 
 
 def configure_torch(threads: int) -> None:
-    """Inference shares the machine with training: keep its threads few and fixed. And skip
-    oneDNN: its RNN path re-lays out the weights on every call (~0.8 ms for a 2x256 LSTM on
-    these machines, more than the whole forward pass at serving sizes), and its convolutions
-    measured no faster than the native ones for the zoo's CNNs."""
+    """Inference shares the machine with training: keep its threads few and fixed. And turn
+    oneDNN off by default: its RNN path re-lays out the weights on every call (~0.3 ms for a
+    2x256 LSTM on these machines, three times a step of `generate` and about a lone short
+    text's whole forward pass), and its convolutions measured no faster than the native ones
+    for the zoo's CNNs. Batches of several texts, where its layer pays, call it by name
+    (predictor.CharPredictor)."""
     torch.set_num_threads(threads)
     torch.backends.mkldnn.enabled = False
 

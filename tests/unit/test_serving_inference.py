@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from app.serving import inference
+from app.serving import predictor as predictor_module
 from app.serving.inference import CharQuery
 from app.serving.predictor import CharPredictor, char_predictor
 from app.serving.runtime import configure_torch
@@ -174,3 +175,48 @@ def test_without_torchscript_predictions_run_eagerly_with_the_same_answers(
                     strict=True):
         torch.testing.assert_close(a.probs, b.probs, rtol=1e-6, atol=1e-7)
         assert a.sequence == b.sequence and [i for i, _ in a.top] == [i for i, _ in b.top]
+
+
+@pytest.mark.parametrize("embedding_dim", [None, 8])
+def test_lstm_batches_through_onednn_equal_the_native_layer(embedding_dim: int | None) -> None:
+    model = char_model(embedding_dim=embedding_dim)
+    fused, native = char_predictor(model), CharPredictor(model, fused=False).eval()
+    assert fused.fused and not native.fused
+    queries = [CharQuery(ids=t, top_k=3) for t in texts(7, [1, 9, 3, 30, 9, 2, 17, 5])]
+    assert len(queries) >= predictor_module.FUSED_MIN_BATCH
+    for a, b in zip(inference.next_chars(fused, queries), inference.next_chars(native, queries),
+                    strict=True):
+        torch.testing.assert_close(a.probs, b.probs, rtol=1e-5, atol=1e-6)
+        assert a.sequence == b.sequence and [i for i, _ in a.top] == [i for i, _ in b.top]
+
+
+@pytest.mark.parametrize("cell", ["gru", "rnn"])
+def test_other_cells_never_take_the_lstm_layer(cell: str) -> None:
+    assert not char_predictor(char_model(cell)).fused
+
+
+def test_a_missing_onednn_layer_leaves_the_native_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(predictor_module, "FUSED_LSTM", None)
+    predictor = char_predictor(char_model())
+    assert not predictor.fused
+    queries = [CharQuery(ids=t, top_k=2) for t in texts(7, [4, 2, 8, 1, 6, 3])]
+    assert len(inference.next_chars(predictor, queries)) == len(queries)
+
+
+def test_a_onednn_layer_that_disagrees_is_not_used(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """The op is called by name: should a torch release change what it computes, the check
+    at load time catches it and batches run natively, with the right answers."""
+    model = char_model()
+    expected = inference.next_chars(CharPredictor(model, fused=False).eval(),
+                                    [CharQuery(ids=t, top_k=3) for t in texts(7, [5] * 6)])
+
+    def wrong(self: CharPredictor, x: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(x.size(0), x.size(1), self.hidden_size)
+    monkeypatch.setattr(CharPredictor, "fused_lstm", wrong)
+    predictor = char_predictor(model)
+    assert not predictor.fused and "disagrees with nn.LSTM" in caplog.text
+    answers = inference.next_chars(predictor, [CharQuery(ids=t, top_k=3)
+                                               for t in texts(7, [5] * 6)])
+    for a, b in zip(answers, expected, strict=True):
+        torch.testing.assert_close(a.probs, b.probs)
