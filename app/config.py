@@ -22,6 +22,9 @@ class Settings(BaseSettings):
     # Threads for torch in one worker child; 0 means the cores divided by the concurrency.
     worker_threads: int = Field(0, ge=0, le=256)
     worker_concurrency: int = Field(1, ge=1, le=64)
+    # Freed memory a worker child keeps for its next batch instead of faulting it in again
+    # (workers/allocator.py); 0 leaves malloc's defaults.
+    worker_keep_freed_mb: int = Field(1024, ge=0, le=2047)
     # Inference threads in the API process, kept small so training elsewhere never starves it.
     inference_threads: int = Field(1, ge=1, le=64)
     model_cache_size: int = Field(8, ge=1, le=1024)

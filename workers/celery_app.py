@@ -20,7 +20,7 @@ from celery.signals import (
 from app import logs
 from app.broker import celery_config
 from app.config import Settings, get_settings
-from workers import shutdown
+from workers import allocator, shutdown
 from workers.reconciler import Reconciler
 
 log = logging.getLogger(__name__)
@@ -48,9 +48,12 @@ def _json_logs(loglevel: str | int | None = None, **_: object) -> None:
 
 @worker_process_init.connect
 def _init_child(**_: object) -> None:
-    threads = torch_threads(get_settings())
+    settings = get_settings()
+    threads = torch_threads(settings)
     torch.set_num_threads(threads)
-    log.info("worker child %d uses %d torch threads", os.getpid(), threads)
+    kept = allocator.keep_freed_memory(settings.worker_keep_freed_mb)
+    log.info("worker child %d uses %d torch threads and keeps %s MiB of freed memory",
+             os.getpid(), threads, settings.worker_keep_freed_mb if kept else "malloc's default")
 
 
 _reconcilers: list[Reconciler] = []
