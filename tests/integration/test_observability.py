@@ -86,6 +86,8 @@ def test_logs_are_json_lines(service: Service) -> None:
         job = service.wait_job(client, client.post("/v1/jobs", json=spec).json()["id"])
     poll(lambda: f'"job_id": "{job["id"]}"' in service.log("worker"), timeout=10,
          what="a worker log line that names the job")
+    # The child that trained says how it was set up (threads; memory kept between batches).
+    assert "torch threads and keeps 1024 MiB of freed memory" in service.log("worker")
     for name in ("api", "worker"):
         lines = [line for line in service.log(name).splitlines() if line.startswith("{")]
         assert lines, f"no JSON lines in the {name} log"
