@@ -13,10 +13,12 @@ from tests.integration.service import Service, poll
 
 COMPARED = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
 
+# Checkpoints far enough apart that the job's progress (recorded every 0.25 s) is seen past
+# one before the next: a test waits for that before it kills the run.
 SPECS: dict[str, dict[str, Any]] = {
     "mlp": {"dataset": "builtin:digits", "model": {"arch": "mlp", "hidden_sizes": [64]},
             "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9},
-            "training": {"epochs": 150, "batch_size": 16, "seed": 1, "checkpoint_every": 10,
+            "training": {"epochs": 300, "batch_size": 16, "seed": 1, "checkpoint_every": 40,
                          "keep_checkpoints": 20}},
     "cnn": {"dataset": "builtin:digits",
             "model": {"arch": "cnn", "channels": [8], "hidden_sizes": [32], "dropout": 0.2},
