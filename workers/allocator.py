@@ -22,17 +22,16 @@ M_MMAP_THRESHOLD = -3
 
 def keep_freed_memory(megabytes: int) -> bool:
     """Serve blocks below `megabytes` from the heap and keep up to that much of it free.
-    False, changing nothing, where the C library is not glibc or refuses the values."""
+    False where the C library is not glibc or refuses the values."""
     if megabytes <= 0:
         return False
-    name = ctypes.util.find_library("c")
     try:
-        mallopt = ctypes.CDLL(name).mallopt
+        mallopt = ctypes.CDLL(ctypes.util.find_library("c")).mallopt
     except (OSError, AttributeError, TypeError):
         return False
-    limit = megabytes * 1024 * 1024
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    if not mallopt(M_MMAP_THRESHOLD, min(limit, 2**31 - 1)):
-        log.warning("malloc refused a %d MiB mmap threshold; keeping its defaults", megabytes)
-        return False
-    return bool(mallopt(M_TRIM_THRESHOLD, min(limit, 2**31 - 1)))
+    limit = min(megabytes * 1024 * 1024, 2**31 - 1)  # mallopt takes a C int
+    if mallopt(M_MMAP_THRESHOLD, limit) and mallopt(M_TRIM_THRESHOLD, limit):
+        return True
+    log.warning("malloc refused to keep %d MiB; keeping its defaults", megabytes)
+    return False

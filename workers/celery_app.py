@@ -51,9 +51,10 @@ def _init_child(**_: object) -> None:
     settings = get_settings()
     threads = torch_threads(settings)
     torch.set_num_threads(threads)
-    kept = allocator.keep_freed_memory(settings.worker_keep_freed_mb)
-    log.info("worker child %d uses %d torch threads and keeps %s MiB of freed memory",
-             os.getpid(), threads, settings.worker_keep_freed_mb if kept else "malloc's default")
+    kept = (f"{settings.worker_keep_freed_mb} MiB"
+            if allocator.keep_freed_memory(settings.worker_keep_freed_mb) else "malloc's default")
+    log.info("worker child %d uses %d torch threads and keeps %s of freed memory",
+             os.getpid(), threads, kept)
 
 
 _reconcilers: list[Reconciler] = []

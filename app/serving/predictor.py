@@ -24,9 +24,9 @@ from models.recurrent import CharRNN
 log = logging.getLogger(__name__)
 
 
-# oneDNN's LSTM layer, called directly: see CharPredictor. Its `mode` for an LSTM.
-FUSED_LSTM = (getattr(torch.ops.aten, "mkldnn_rnn_layer", None)
-              if torch.backends.mkldnn.is_available() else None)
+# oneDNN's LSTM layer, called by name: see CharPredictor. Its `mode` for an LSTM.
+FUSED_LSTM_AVAILABLE = (torch.backends.mkldnn.is_available()
+                        and hasattr(torch.ops.aten, "mkldnn_rnn_layer"))
 ONEDNN_LSTM_MODE = 2
 # From this many texts a batch goes through oneDNN: its fixed cost per call (~0.3 ms,
 # re-laying out the weights) is repaid from about five texts on (measured for 2x256).
@@ -55,10 +55,9 @@ class CharPredictor(nn.Module):
         self.vocab_size = model.config.vocab_size
         self.hidden_size = model.config.hidden_size
         self.num_layers = model.config.num_layers
-        self.rnn = model.rnn
+        self.rnn = rnn = model.rnn
         self.head = model.head
-        rnn = model.rnn
-        self.fused = (fused and FUSED_LSTM is not None and isinstance(rnn, nn.LSTM)
+        self.fused = (fused and FUSED_LSTM_AVAILABLE and isinstance(rnn, nn.LSTM)
                       and rnn.bias and rnn.proj_size == 0 and not rnn.bidirectional)
         self.fused_min_batch = FUSED_MIN_BATCH
         self.lstm_mode = ONEDNN_LSTM_MODE

@@ -54,3 +54,10 @@ def test_kept_memory_is_reused_instead_of_faulted_in_again() -> None:
 
 def test_zero_leaves_malloc_alone() -> None:
     assert allocator.keep_freed_memory(0) is False
+
+
+def test_without_glibc_nothing_changes(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_library(*_: object) -> None:
+        raise OSError("no C library by that name")
+    monkeypatch.setattr(allocator.ctypes, "CDLL", no_library)
+    assert allocator.keep_freed_memory(1024) is False

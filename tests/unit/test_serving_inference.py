@@ -196,7 +196,7 @@ def test_other_cells_never_take_the_lstm_layer(cell: str) -> None:
 
 
 def test_a_missing_onednn_layer_leaves_the_native_path(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(predictor_module, "FUSED_LSTM", None)
+    monkeypatch.setattr(predictor_module, "FUSED_LSTM_AVAILABLE", False)
     predictor = char_predictor(char_model())
     assert not predictor.fused
     queries = [CharQuery(ids=t, top_k=2) for t in texts(7, [4, 2, 8, 1, 6, 3])]
