@@ -50,7 +50,8 @@ def test_a_postgres_restart_during_training_and_calls(outage_service) -> None:  
                 except httpx.TimeoutException:
                     statuses[0] += 1
     with service.client() as client:
-        job = client.post("/v1/jobs", json=small_mlp(epochs=60, checkpoint_every=5)).json()
+        # Seconds of training, so that the database goes away while it runs.
+        job = client.post("/v1/jobs", json=small_mlp(epochs=400, checkpoint_every=5)).json()
         poll(lambda: client.get(f"/v1/jobs/{job['id']}").json()["progress"]["epoch"] >= 3,
              timeout=120, what="training to be under way")
         caller = threading.Thread(target=hammer)
@@ -72,7 +73,7 @@ def test_a_postgres_restart_during_training_and_calls(outage_service) -> None:  
         assert done["status"] == "succeeded", done
         epochs = [r["epoch"] for r in client.get(f"/v1/jobs/{job['id']}/metrics"
                                                   ).json()["items"]]
-        assert epochs == list(range(1, 61))
+        assert epochs == list(range(1, 401))
         body = client.get("/v1/jobs")
         assert body.status_code == 200
 

@@ -66,7 +66,10 @@ def test_a_job_that_kills_its_worker_every_time_fails_after_the_cap(service: Ser
 
         def kill_whoever_runs_it() -> dict | None:
             pid = _lease_owner_pid(service, job["id"])
-            if pid and pid not in killed:
+            # Three kills and no more: the fourth delivery holds the job for the moment it
+            # takes to give up, and a kill then would test the race, not the cap. Were the
+            # cap not kept, the job would train on and this poll would time out.
+            if pid and pid not in killed and len(killed) < 3:
                 killed.add(pid)
                 os.kill(pid, signal.SIGKILL)
             state = client.get(f"/v1/jobs/{job['id']}").json()
@@ -81,7 +84,8 @@ def test_a_job_that_kills_its_worker_every_time_fails_after_the_cap(service: Ser
 
 
 def test_sigterm_checkpoints_and_hands_the_job_back(service: Service) -> None:
-    spec = long_lstm(epochs=400)
+    # Long enough (seconds) that the SIGTERM finds it running after the progress is seen.
+    spec = long_lstm(epochs=4000)
     spec["training"]["checkpoint_every"] = 1000  # only the shutdown writes one
     with service.client() as client:
         job = client.post("/v1/jobs", json=spec).json()
@@ -102,11 +106,12 @@ def test_sigterm_checkpoints_and_hands_the_job_back(service: Service) -> None:
             service.log("worker"))
         epochs = [r["epoch"] for r in client.get(f"/v1/jobs/{job['id']}/metrics"
                                                   ).json()["items"]]
-        assert epochs == list(range(1, 401))
+        assert epochs == list(range(1, 4001))
 
 
 def test_a_crash_mid_checkpoint_leaves_the_previous_one_in_use(service: Service) -> None:
-    spec = small_mlp(epochs=200, checkpoint_every=2, keep_checkpoints=50)
+    # Long enough that the kill finds it running, with checkpoints still to come.
+    spec = small_mlp(epochs=600, checkpoint_every=2, keep_checkpoints=50)
     with service.client() as client:
         job = client.post("/v1/jobs", json=spec).json()
         poll(lambda: len(client.get(f"/v1/jobs/{job['id']}/checkpoints").json()["items"]) >= 2,
