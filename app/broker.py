@@ -10,6 +10,7 @@ from typing import Any
 from celery import Celery
 from kombu import Queue
 
+from app import embedded_broker
 from app.config import Settings
 
 TRAIN_TASK = "trainserve.train_job"
@@ -38,14 +39,12 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "enable_utc": True,
     }
     if settings.embedded_broker:
-        folder = settings.broker_dir
-        for sub in ("queue", "control"):
-            (folder / sub).mkdir(parents=True, exist_ok=True)
+        paths = embedded_broker.folders(settings.broker_dir)
+        for path in paths.values():
+            path.mkdir(parents=True, exist_ok=True)
+        config["broker_transport"] = embedded_broker.TRANSPORT
         config["broker_transport_options"] = {
-            "data_folder_in": str(folder / "queue"),
-            "data_folder_out": str(folder / "queue"),
-            "control_folder": str(folder / "control"),
-            "store_processed": False,
+            **{option: str(path) for option, path in paths.items()},
             "polling_interval": settings.broker_polling_interval,
         }
     else:

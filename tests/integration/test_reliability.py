@@ -4,6 +4,9 @@ jobs that keep killing their worker, graceful shutdown, crashes mid-checkpoint."
 import json
 import os
 import signal
+from pathlib import Path
+
+import pytest
 
 from app.broker import make_sender, send_train
 from app.config import Settings
@@ -57,6 +60,22 @@ def test_the_same_message_twice_runs_one_trainer(service: Service) -> None:
     finally:
         service.stop("worker-2")
         assert second.poll() is not None
+
+
+@pytest.mark.sqlite_only  # the embedded broker is the sqlite service's
+def test_an_unreadable_broker_message_stops_neither_the_worker_nor_later_jobs(
+        service: Service) -> None:
+    """kombu's own filesystem transport let a worker read a message file before its writer
+    had filled it, and the empty file's JSON error stopped the whole worker."""
+    queue = Path(service.env["TRAINSERVE_DATA_DIR"]) / "broker" / "queue"
+    (queue / f"{0:020d}_torn.cpu.msg").write_bytes(b"")  # named to be the oldest
+    poll(lambda: "_torn.cpu.msg from queue cpu: it does not decode" in service.log("worker"),
+         timeout=30, what="the worker to drop the unreadable message")
+    with service.client() as client:
+        job = client.post("/v1/jobs", json=small_mlp()).json()
+        assert service.wait_job(client, job["id"], timeout=60)["status"] == "succeeded"
+    assert service.processes["worker"].poll() is None
+    assert not list(queue.iterdir())
 
 
 def test_a_job_that_kills_its_worker_every_time_fails_after_the_cap(service: Service) -> None:

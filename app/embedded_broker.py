@@ -1,0 +1,91 @@
+"""The embedded broker: kombu's filesystem transport, with messages that appear whole.
+
+kombu's own transport creates a message file in the queue folder and then writes it, and a
+consumer that lists the folder in between reads an empty file: its JSON error is
+"unrecoverable" and stops the whole Celery worker (celery/kombu#1551). Here a message is
+written in a staging folder and renamed into the queue, and a consumer claims a file by
+renaming it into a folder of its own: both renames are atomic within one filesystem, so a
+message is seen whole or not at all, and by one consumer only. A file that still does not
+decode (a disk fault, a hand-made file) is dropped with a warning instead of stopping the
+worker: the message only wakes a worker, the job row is the record, and the reconciler
+resends queued jobs whose message is lost.
+"""
+
+import contextlib
+import logging
+import os
+import uuid
+from pathlib import Path
+from time import monotonic_ns
+from typing import Any
+
+from kombu.exceptions import ChannelError
+from kombu.transport import filesystem
+from kombu.transport.virtual import Empty
+from kombu.utils.json import dumps, loads
+from kombu.utils.objects import cached_property
+
+log = logging.getLogger(__name__)
+
+TRANSPORT = f"{__name__}:Transport"
+
+
+def folders(root: Path) -> dict[str, Path]:
+    """The transport's folders under `root`, by transport option name."""
+    return {"data_folder_in": root / "queue", "data_folder_out": root / "queue",
+            "staging_folder": root / "staging", "claimed_folder": root / "claimed",
+            "control_folder": root / "control"}
+
+
+def write_file(path: str, data: bytes) -> None:
+    with open(path, "wb") as file:
+        file.write(data)
+
+
+class Channel(filesystem.Channel):
+    @cached_property
+    def staging_folder(self) -> str:
+        return str(self.transport_options["staging_folder"])
+
+    @cached_property
+    def claimed_folder(self) -> str:
+        return str(self.transport_options["claimed_folder"])
+
+    def _put(self, queue: str, payload: Any, **kwargs: Any) -> None:
+        # Consumers take the oldest first: names sort by the time they were put.
+        name = f"{monotonic_ns():020d}_{uuid.uuid4()}.{queue}.msg"
+        staged = os.path.join(self.staging_folder, name)
+        try:
+            write_file(staged, dumps(payload).encode())
+            os.replace(staged, os.path.join(self.data_folder_out, name))
+        except OSError as exc:
+            raise ChannelError(f"cannot add message {name!r} to the queue: {exc}") from exc
+
+    def _get(self, queue: str) -> Any:
+        wanted = f"{queue}.msg"  # queue names may hold dots (Celery's pidbox queues do)
+        for name in sorted(os.listdir(self.data_folder_in)):
+            if name.partition(".")[2] != wanted:
+                continue
+            claimed = os.path.join(self.claimed_folder, name)
+            try:
+                os.rename(os.path.join(self.data_folder_in, name), claimed)
+            except FileNotFoundError:
+                continue  # another consumer claimed it first
+            try:
+                with open(claimed, "rb") as file:
+                    payload = file.read()
+            except OSError as exc:
+                raise ChannelError(f"cannot read message {name!r}: {exc}") from exc
+            finally:
+                with contextlib.suppress(OSError):
+                    os.remove(claimed)
+            try:
+                return loads(payload.decode())
+            except (UnicodeDecodeError, ValueError):
+                log.warning("dropped message %s from queue %s: it does not decode (%d bytes)",
+                            name, queue, len(payload))
+        raise Empty()
+
+
+class Transport(filesystem.Transport):
+    Channel = Channel
