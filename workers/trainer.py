@@ -23,6 +23,10 @@ from workers.schedules import Stopper, make_scheduler, step_scheduler
 
 EVAL_BATCH = 1024
 CHECKPOINT_SECONDS = 60.0
+# Training logits wait for their argmax until this many values are pending: an argmax per
+# batch cost a small CNN ~1% of its step, and a character model's logits of a whole epoch
+# would not fit in memory.
+PENDING_LOGITS = 1 << 22
 
 
 class TrainingError(Exception):
@@ -98,6 +102,41 @@ class Position:
     batch_start: int
     loss_sum: float
     correct: float
+
+
+class HitCounter:
+    """Correct training predictions of an epoch, counted a few batches at a time.
+
+    Counts are integers: however the batches are grouped, the total is the same, so an epoch
+    resumed mid-way counts exactly what an uninterrupted one does.
+    """
+
+    def __init__(self, targets: torch.Tensor, order: torch.Tensor, first: int) -> None:
+        self._targets, self._order = targets, order
+        self._start = self._end = first
+        self._pending: list[torch.Tensor] = []
+        self._pending_values = 0
+        # Kept on the device: a .item() per group would stall a GPU.
+        self._hits = torch.zeros((), dtype=torch.long, device=targets.device)
+
+    def add(self, logits: torch.Tensor, end: int) -> None:
+        """Logits of the examples order[previous end:end]."""
+        self._pending.append(logits.detach())
+        self._pending_values += logits.numel()
+        self._end = end
+        if self._pending_values >= PENDING_LOGITS:
+            self._count()
+
+    def _count(self) -> None:
+        if not self._pending:
+            return
+        predicted = torch.cat(self._pending).argmax(-1)
+        self._hits += (predicted == self._targets[self._order[self._start:self._end]]).sum()
+        self._start, self._pending, self._pending_values = self._end, [], 0
+
+    def total(self) -> int:
+        self._count()
+        return int(self._hits.item())
 
 
 class Trainer:
@@ -237,15 +276,12 @@ class Trainer:
         first = resumed.batch_start if resumed else 0
         earlier_hits = resumed.correct if resumed else 0.0
         loss_sum = torch.tensor(resumed.loss_sum if resumed else 0.0, device=self.device)
-        # Predictions are written in place and counted once at the end: one kernel per
-        # batch instead of four keeps the bookkeeping invisible next to a small model's step.
-        predicted = torch.empty_like(self.train_set.y)
+        hits = HitCounter(self.train_set.y, order, first)
         amp = (torch.autocast(self.device.type, dtype=torch.bfloat16) if self.autocast
                else contextlib.nullcontext())
         for start in range(first, n, training.batch_size):
             if hooks.stop_reason() is not None:
-                correct = earlier_hits + self._hits(predicted, order, first, start)
-                self.position = Position(start, loss_sum.item(), correct)
+                self.position = Position(start, loss_sum.item(), earlier_hits + hits.total())
                 return None
             x, y = self.train_set.batch(order[start:start + training.batch_size])
             with amp:
@@ -257,17 +293,12 @@ class Trainer:
             if training.grad_clip:
                 nn.utils.clip_grad_norm_(self.model.parameters(), training.grad_clip)
             self.optimizer.step()
-            # Kept on the device: a .item() per batch would stall a GPU.
+            # Added in order, batch by batch: a resumed epoch's float sum then rounds exactly
+            # as an uninterrupted one's. Kept on the device: a .item() would stall a GPU.
             loss_sum.add_(loss.detach(), alpha=y.numel())
-            torch.argmax(logits.detach(), dim=-1, out=predicted[start:start + len(y)])
-        correct = earlier_hits + self._hits(predicted, order, first, n)
+            hits.add(logits, start + len(y))
         count = n * (self.train_set.y[0].numel() if n else 1)
-        return loss_sum.item(), correct, count
-
-    def _hits(self, predicted: torch.Tensor, order: torch.Tensor, first: int, end: int) -> float:
-        """Correct predictions among the examples order[first:end] trained on so far."""
-        targets = self.train_set.y[order[first:end]]
-        return float((predicted[first:end] == targets).sum().item())
+        return loss_sum.item(), earlier_hits + hits.total(), count
 
     @torch.no_grad()
     def evaluate(self, batches: Batches) -> tuple[float, float]:

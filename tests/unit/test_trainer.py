@@ -11,7 +11,8 @@ from models import registry
 from models.data import load_builtin
 from models.spec import JobSpec
 from tests.unit.recording_hooks import Hooks
-from workers.trainer import Resume, Trainer, TrainingError
+from workers import trainer as trainer_module
+from workers.trainer import HitCounter, Resume, Trainer, TrainingError
 
 CPU = torch.device("cpu")
 
@@ -128,6 +129,23 @@ def test_evaluation_matches_its_metrics() -> None:
     assert val_loss == pytest.approx(loss.item(), rel=1e-5)
 
 
+@pytest.mark.parametrize("pending", [1, 25, 1 << 22], ids=["each-batch", "some", "epoch"])
+def test_hits_count_alike_however_the_batches_are_grouped(
+        monkeypatch: pytest.MonkeyPatch, pending: int) -> None:
+    monkeypatch.setattr(trainer_module, "PENDING_LOGITS", pending)
+    generator = torch.Generator().manual_seed(0)
+    targets = torch.randint(0, 4, (50,), generator=generator)
+    order = torch.randperm(50, generator=generator)
+    logits = torch.randn(50, 4, generator=generator)
+    first = 6  # resumed mid-epoch: the examples before it are counted elsewhere
+    counter = HitCounter(targets, order, first)
+    for start in range(first, 50, 8):
+        counter.add(logits[start:start + 8], min(start + 8, 50))
+    expected = (logits[first:].argmax(-1) == targets[order[first:]]).sum().item()
+    assert 0 < expected < 44
+    assert counter.total() == expected
+
+
 # -- stopping ------------------------------------------------------------------------------------
 
 BATCHES_PER_EPOCH = math.ceil((1797 - 359) / 64)  # 23
@@ -182,8 +200,9 @@ def test_a_mid_epoch_stop_checkpoints_a_position_that_resumes_exactly(reason: st
     assert [e for e, _ in resumed_hooks.epochs] == [2, 3]
     for name, value in whole.model.state_dict().items():
         assert torch.equal(value, resumed.model.state_dict()[name]), name
-    assert [m["train_loss"] for e, m in whole_hooks.epochs if e > 1] == [
-        m["train_loss"] for _, m in resumed_hooks.epochs]
+    for metric in ("train_loss", "train_accuracy"):
+        assert [m[metric] for e, m in whole_hooks.epochs if e > 1] == [
+            m[metric] for _, m in resumed_hooks.epochs], metric
 
 
 # -- resuming ------------------------------------------------------------------------------------
