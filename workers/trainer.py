@@ -23,10 +23,11 @@ from workers.schedules import Stopper, make_scheduler, step_scheduler
 
 EVAL_BATCH = 1024
 CHECKPOINT_SECONDS = 60.0
-# Training logits wait for their argmax until this many values are pending: an argmax per
-# batch cost a small CNN ~1% of its step, and a character model's logits of a whole epoch
-# would not fit in memory.
-PENDING_LOGITS = 1 << 22
+# Training logits wait for their argmax until this many values are pending. A small
+# classifier's step is ~1 ms and an argmax per batch cost it ~1%, so its logits are counted
+# once an epoch; a character model's 64x64xvocab logits are past the limit alone and are
+# counted at once, as holding several (and concatenating them) costs more than it saves.
+PENDING_LOGITS = 1 << 16
 
 
 class TrainingError(Exception):
@@ -130,7 +131,8 @@ class HitCounter:
     def _count(self) -> None:
         if not self._pending:
             return
-        predicted = torch.cat(self._pending).argmax(-1)
+        pending = self._pending[0] if len(self._pending) == 1 else torch.cat(self._pending)
+        predicted = pending.argmax(-1)
         self._hits += (predicted == self._targets[self._order[self._start:self._end]]).sum()
         self._start, self._pending, self._pending_values = self._end, [], 0
 
