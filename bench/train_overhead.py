@@ -3,14 +3,15 @@
 For the seed's MLP, a small CNN and a 2-layer LSTM character model: starts a real service
 (SQLite, embedded broker, one worker), submits the job and times it from the worker's
 claim to the job's end; then runs a plain PyTorch loop of the same config, data, threads
-and per-epoch validation in this process. Rounds alternate so that machine noise hits
-both alike; medians are compared. Prints one JSON line.
+and per-epoch validation in a fresh process, as a user's own script would run. Rounds
+alternate so that machine noise hits both alike; medians are compared. Prints one JSON line.
 """
 
 import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -90,6 +91,17 @@ def bare_loop(spec_json: dict[str, Any], threads: int) -> float:
     return n * spec.training.epochs / (time.perf_counter() - started)
 
 
+def bare_process(name: str, threads: int) -> float:
+    """bare_loop in a process of its own, after a one-epoch warm-up (first kernels, caches).
+
+    Not in this process: malloc's thresholds move with what a process has freed before
+    (glibc raises them as large blocks come back), and the bare MLP ran at 11,000 to 15,000
+    examples per second depending on which loops this process had run earlier."""
+    result = subprocess.run([sys.executable, __file__, "--bare", name, "--threads", str(threads)],
+                            capture_output=True, text=True, check=True)
+    return float(result.stdout.strip().splitlines()[-1])
+
+
 def service_run(service: Any, client: Any, spec_json: dict[str, Any],
                 n: int) -> tuple[float, float]:
     """Examples per second (n of them an epoch) from the job's claim to its end, and the seconds
@@ -113,22 +125,31 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds (default 5)")
     parser.add_argument("--only", choices=sorted(SPECS), action="append",
                         help="measure only these (repeatable)")
+    parser.add_argument("--bare", choices=sorted(SPECS),
+                        help="only print the bare loop's examples per second for this spec")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                        help="torch threads of the worker and the bare loop (default: the cores,"
+                             " as a worker of concurrency 1 has)")
     args = parser.parse_args()
-    threads = os.cpu_count() or 1  # the worker's default: cores / concurrency 1
+    threads = args.threads
+    if args.bare:
+        spec = SPECS[args.bare]
+        bare_loop({**spec, "training": {**spec["training"], "epochs": 1}}, threads)
+        print(bare_loop(spec, threads))
+        return
     figures: dict[str, Any] = {"bench": "train_overhead", "threads": threads,
                                "rounds": args.rounds}
     with tempfile.TemporaryDirectory() as tmp:
-        service, teardown = make_service("sqlite", Path(tmp), **DEFAULT_TIMING)
+        service, teardown = make_service("sqlite", Path(tmp), worker_threads=str(threads),
+                                         **DEFAULT_TIMING)
         try:
             with service.client() as client:
                 for name in args.only or list(SPECS):
                     n = len(tensors(JobSpec.model_validate(SPECS[name]))[1])
-                    # Warm-ups on both sides: caches, first builds, oneDNN's kernels.
-                    service_run(service, client, SPECS[name], n)
-                    bare_loop(SPECS[name], threads)
+                    service_run(service, client, SPECS[name], n)  # warm-up: caches, first build
                     bare, served, fixed = [], [], []
                     for _ in range(args.rounds):
-                        bare.append(bare_loop(SPECS[name], threads))
+                        bare.append(bare_process(name, threads))
                         speed, outside = service_run(service, client, SPECS[name], n)
                         served.append(speed)
                         fixed.append(outside)
