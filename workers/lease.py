@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import ColumnElement, String, cast, func, literal, or_, select, update
 
 from app.db.engine import session_scope
 from app.db.tables import Job, utcnow
@@ -25,15 +25,21 @@ class Claim:
     started_at: datetime
 
 
+def _free(job_id: str, now: datetime) -> list[ColumnElement[bool]]:
+    """The job is waiting for a worker: queued, or running under a lease that ran out."""
+    return [Job.id == job_id, Job.status.in_(("queued", "running")),
+            Job.cancel_requested.is_(False),
+            or_(Job.lease_expires_at.is_(None), Job.lease_expires_at < now)]
+
+
 def claim(rt: Runtime, job_id: str) -> Claim | None:
-    """Take the job if nobody holds a live lease on it; None means someone else has it."""
+    """Take the job if nobody holds a live lease on it and it has attempts left; None means
+    someone else has it, it has ended, or its attempts are spent (see give_up)."""
     now = utcnow()
     with session_scope(rt.sessions) as session:
         result = session.execute(
             update(Job)
-            .where(Job.id == job_id, Job.status.in_(("queued", "running")),
-                   Job.cancel_requested.is_(False),
-                   or_(Job.lease_expires_at.is_(None), Job.lease_expires_at < now))
+            .where(*_free(job_id, now), Job.attempts < rt.settings.max_attempts)
             .values(status="running", lease_owner=rt.name, attempts=Job.attempts + 1,
                     lease_expires_at=now + timedelta(seconds=rt.settings.lease_seconds),
                     started_at=func.coalesce(Job.started_at, now))
@@ -43,6 +49,22 @@ def claim(rt: Runtime, job_id: str) -> Claim | None:
         job = session.execute(select(Job).where(Job.id == job_id)).scalar_one()
         return Claim(job_id=job.id, spec=job.spec, queue=job.queue, attempts=job.attempts,
                      owner_id=job.owner_id, started_at=job.started_at or now)
+
+
+def give_up(rt: Runtime, job_id: str) -> bool:
+    """Fail a waiting job whose every attempt ended with its worker gone. One conditional
+    UPDATE, like claim's: the job goes from waiting to failed and is never shown running."""
+    now = utcnow()
+    error = (literal("gave up after ") + cast(Job.attempts, String)
+             + literal(" attempts; the worker running it stopped each time"))
+    with session_scope(rt.sessions) as session:
+        result = session.execute(
+            update(Job)
+            .where(*_free(job_id, now), Job.attempts >= rt.settings.max_attempts)
+            .values(status="failed", error=error, failure_kind="infrastructure",
+                    finished_at=now, lease_owner=None, lease_expires_at=None)
+            .execution_options(synchronize_session=False))
+        return result.rowcount == 1
 
 
 def renew(rt: Runtime, job_id: str) -> tuple[bool, bool]:

@@ -107,12 +107,11 @@ def run_job(rt: Runtime, job_id: str) -> str:
         return "ignored"
     claimed = lease.claim(rt, job_id)
     if claimed is None:
+        if lease.give_up(rt, job_id):
+            log.warning("job %s failed: its worker stopped in each of its attempts", job_id)
+            return "failed"
         log.info("job %s is taken, finished or cancelled; nothing to do", job_id)
         return "skipped"
-    if claimed.attempts > rt.settings.max_attempts:
-        recorder.finish(rt, job_id, "failed", f"gave up after {claimed.attempts - 1} attempts; "
-                        "the worker running it stopped each time", "infrastructure")
-        return "failed"
     spec = JobSpec.model_validate(claimed.spec)
     limit = spec.training.time_limit_seconds or rt.settings.job_time_limit_seconds
     deadline = claimed.started_at.timestamp() + limit if limit else None
