@@ -2,10 +2,11 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Response
+from fastapi import APIRouter, Body, Header, Query, Response
 
 from app.deps import OwnerDep, SenderDep, SessionDep, SettingsDep
 from app.jobs import service
+from app.jobs.examples import JOB_EXAMPLES
 from app.jobs.schemas import CheckpointList, CheckpointOut, JobOut, JobPage, MetricsOut, Status
 from models.spec import JobSpec
 
@@ -18,7 +19,8 @@ JobId = Annotated[str, "the job's id"]
                         404: {"description": "the dataset does not exist for this key"},
                         422: {"description": "the spec is invalid; the detail names the field"},
                         429: {"description": "too many queued or running jobs"}})
-def create(spec: JobSpec, session: SessionDep, sender: SenderDep, settings: SettingsDep,
+def create(spec: Annotated[JobSpec, Body(openapi_examples=JOB_EXAMPLES)], session: SessionDep,
+           sender: SenderDep, settings: SettingsDep,
            owner: OwnerDep, response: Response,
            idempotency_key: Annotated[str | None, Header(max_length=200)] = None) -> JobOut:
     job, _ = service.create_job(session=session, sender=sender, settings=settings,

@@ -8,6 +8,7 @@ The OpenAPI document still shows its body, its answers and the Bearer key.
 
 from typing import Annotated, TypeVar
 
+import fastapi
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
@@ -19,6 +20,7 @@ from app.serving import service
 from app.serving.routing import DirectRoute
 from app.serving.runtime import Serving
 from app.serving.schemas import (
+    GENERATE_EXAMPLES,
     CharPredictOut,
     ClassPredictOut,
     GenerateIn,
@@ -93,7 +95,9 @@ router.add_api_route("/{model_id}/predict", predict, methods=["POST"],
 
 @router.post("/{model_id}/generate", summary="Generate text from a character model",
              responses=_NOT_READY, response_model=GenerateOut)
-async def generate(model_id: str, body: GenerateIn, request: Request,
+async def generate(model_id: str,
+                   body: Annotated[GenerateIn, fastapi.Body(openapi_examples=GENERATE_EXAMPLES)],
+                   request: Request,
                    owner: OwnerDep) -> Response:
     return JSONBytes(await service.generate(serving_of(request), owner=owner,
                                             model_id=model_id, body=body))

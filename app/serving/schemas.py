@@ -71,6 +71,16 @@ class GenerateIn(BaseModel):
                              description="the same seed gives the same text")
 
 
+# Shown in the OpenAPI document; tests/unit/test_openapi_examples.py validates it.
+GENERATE_EXAMPLES: dict[str, dict[str, Any]] = {
+    "sample": {
+        "summary": "Sample 200 characters",
+        "description": "The same seed gives the same text; top_k keeps the k likeliest.",
+        "value": {"prompt": "The ", "max_chars": 200, "temperature": 0.8, "top_k": 10,
+                  "seed": 1}},
+}
+
+
 class GenerateOut(BaseModel):
     model_id: str
     text: str

@@ -40,6 +40,10 @@ def test_generated_requests_get_no_5xx_and_match_the_schema(service: Service) ->
     if service.backend != "sqlite":
         pytest.skip("the schema is the same on both backends; one run is enough")
     document = httpx.get(f"{service.base_url}/openapi.json").json()
+    # The documented jobs train for minutes, and this service's one worker is shared with
+    # other tests; tests/unit/test_openapi_examples.py validates them instead.
+    del document["paths"]["/v1/jobs"]["post"]["requestBody"]["content"]["application/json"][
+        "examples"]
     schema = schemathesis.openapi.from_dict(document)
     headers = {"Authorization": f"Bearer {service.keys['alice']}"}
     operations = [result.ok() for result in schema.get_all_operations()]
