@@ -39,14 +39,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "enable_utc": True,
     }
     if settings.embedded_broker:
-        paths = embedded_broker.folders(settings.broker_dir)
-        for path in paths.values():
-            path.mkdir(parents=True, exist_ok=True)
         config["broker_transport"] = embedded_broker.TRANSPORT
-        config["broker_transport_options"] = {
-            **{option: str(path) for option, path in paths.items()},
-            "polling_interval": settings.broker_polling_interval,
-        }
+        config["broker_transport_options"] = embedded_broker.transport_options(
+            settings.broker_dir, settings.broker_polling_interval)
     else:
         # A training task runs for hours; redelivery after the default hour is handled by
         # job leases, but there is no point provoking it.

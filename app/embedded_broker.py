@@ -30,11 +30,15 @@ log = logging.getLogger(__name__)
 TRANSPORT = f"{__name__}:Transport"
 
 
-def folders(root: Path) -> dict[str, Path]:
-    """The transport's folders under `root`, by transport option name."""
-    return {"data_folder_in": root / "queue", "data_folder_out": root / "queue",
-            "staging_folder": root / "staging", "claimed_folder": root / "claimed",
-            "control_folder": root / "control"}
+def transport_options(root: Path, polling_interval: float) -> dict[str, Any]:
+    """The transport's options for a broker kept under `root`, its folders created."""
+    folders = {"data_folder_in": root / "queue", "data_folder_out": root / "queue",
+               "staging_folder": root / "staging", "claimed_folder": root / "claimed",
+               "control_folder": root / "control"}
+    for folder in folders.values():
+        folder.mkdir(parents=True, exist_ok=True)
+    return {**{option: str(folder) for option, folder in folders.items()},
+            "polling_interval": polling_interval}
 
 
 def write_file(path: str, data: bytes) -> None:

@@ -20,7 +20,6 @@ class Claim:
     job_id: str
     spec: dict[str, Any]
     queue: str
-    attempts: int
     owner_id: str
     started_at: datetime
 
@@ -47,7 +46,7 @@ def claim(rt: Runtime, job_id: str) -> Claim | None:
         if result.rowcount != 1:
             return None
         job = session.execute(select(Job).where(Job.id == job_id)).scalar_one()
-        return Claim(job_id=job.id, spec=job.spec, queue=job.queue, attempts=job.attempts,
+        return Claim(job_id=job.id, spec=job.spec, queue=job.queue,
                      owner_id=job.owner_id, started_at=job.started_at or now)
 
 

@@ -20,11 +20,8 @@ def _fresh_bindings(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _connect(root: Path) -> Connection:
-    paths = embedded_broker.folders(root)
-    for path in paths.values():
-        path.mkdir(parents=True, exist_ok=True)
-    return Connection(transport=embedded_broker.TRANSPORT, transport_options={
-        **{option: str(path) for option, path in paths.items()}, "polling_interval": 0.01})
+    return Connection(transport=embedded_broker.TRANSPORT,
+                      transport_options=embedded_broker.transport_options(root, 0.01))
 
 
 @pytest.fixture
