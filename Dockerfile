@@ -40,6 +40,7 @@ RUN pip install --no-cache-dir -c constraints.txt \
 # datasets ship inside the packages). The torch installed above already satisfies it.
 COPY pyproject.toml README.md ./
 COPY app/ app/
+COPY core/ core/
 COPY workers/ workers/
 COPY models/ models/
 COPY migrations/ migrations/
@@ -75,6 +76,7 @@ COPY --from=builder /opt/venv /opt/venv
 WORKDIR /app
 COPY pyproject.toml constraints.txt README.md ./
 COPY app/ app/
+COPY core/ core/
 COPY workers/ workers/
 COPY models/ models/
 COPY migrations/ migrations/

@@ -12,12 +12,16 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
+import migrations
 from app import client as api
-from app.config import get_settings
-from app.db.engine import make_engine, make_sessionmaker, session_scope
-from app.db.migrate import upgrade
 from app.keys.service import any_owner, create_key, list_keys, revoke_key
+from core.config import get_settings
+from core.db.engine import make_engine, make_sessionmaker, session_scope
+from core.db.migrate import upgrade
+
+MIGRATIONS = Path(migrations.__file__).parent
 
 STOP_GRACE_SECONDS = 15
 
@@ -27,7 +31,7 @@ def _sessions():  # type: ignore[no-untyped-def]
 
 
 def cmd_db_upgrade(_: argparse.Namespace) -> int:
-    upgrade()
+    upgrade(MIGRATIONS)
     print("database is at the latest migration", file=sys.stderr)
     return 0
 
@@ -90,7 +94,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def cmd_up(args: argparse.Namespace) -> int:
     settings = get_settings()
-    upgrade()
+    upgrade(MIGRATIONS)
     with session_scope(_sessions()) as session:
         first_start = not any_owner(session)
         admin_key = create_key(session, owner_name="admin", admin=True) if first_start else None

@@ -11,11 +11,11 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.security.utils import get_authorization_scheme_param
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.config import Settings
-from app.db.tables import Owner
 from app.errors import ApiError
 from app.keys.service import TTLCache, hash_key, owner_for_key_hash
 from app.singleflight import SingleFlight
+from core.config import Settings
+from core.db.tables import Owner
 
 _bearer = HTTPBearer(auto_error=False, description="an API key from `trainserve keys create`")
 

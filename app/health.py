@@ -10,9 +10,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from sqlalchemy import func, select, text
 
-from app.broker import broker_reachable
-from app.db.tables import Job
 from app.observability import batcher_stats
+from core.broker import broker_reachable
+from core.db.tables import Job
 
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 

@@ -8,12 +8,9 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from app import errors, observability
-from app.broker import make_sender
-from app.config import Settings, get_settings
 from app.dashboard.router import router as dashboard_router
 from app.datasets.router import router as datasets_router
 from app.datasets.store import sweep_incoming
-from app.db.engine import make_engine, make_sessionmaker
 from app.events.router import router as events_router
 from app.health import router as health_router
 from app.jobs.router import router as jobs_router
@@ -23,6 +20,9 @@ from app.serving import runtime as serving_runtime
 from app.serving.router import router as models_router
 from app.serving.v2_router import router as v2_router
 from app.singleflight import SingleFlight
+from core.broker import make_sender
+from core.config import Settings, get_settings
+from core.db.engine import make_engine, make_sessionmaker
 
 log = logging.getLogger(__name__)
 

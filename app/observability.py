@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.metrics_core import Metric
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app import logs
+from core import logs
 
 REQUEST_ID_HEADER = b"x-request-id"
 # Ids made here are this process's random prefix and a counter: unique without a call to

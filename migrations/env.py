@@ -1,11 +1,11 @@
-"""Alembic environment: the URL comes from Settings, the target from app.db.tables."""
+"""Alembic environment: the URL comes from Settings, the target from core.db.tables."""
 
 from alembic import context
 from sqlalchemy import Connection
 
-from app.config import get_settings
-from app.db.engine import make_engine
-from app.db.tables import Base
+from core.config import get_settings
+from core.db.engine import make_engine
+from core.db.tables import Base
 
 config = context.config
 target_metadata = Base.metadata

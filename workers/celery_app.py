@@ -17,9 +17,9 @@ from celery.signals import (
     worker_shutting_down,
 )
 
-from app import logs
-from app.broker import celery_config
-from app.config import Settings, get_settings
+from core import logs
+from core.broker import celery_config
+from core.config import Settings, get_settings
 from workers import allocator, shutdown
 from workers.reconciler import Reconciler
 

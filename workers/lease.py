@@ -8,8 +8,8 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, String, cast, func, literal, or_, select, update
 
-from app.db.engine import session_scope
-from app.db.tables import Job, utcnow
+from core.db.engine import session_scope
+from core.db.tables import Job, utcnow
 from workers.runtime import Runtime
 
 log = logging.getLogger(__name__)

@@ -22,11 +22,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
-from app.broker import send_train
-from app.config import Settings
-from app.db.engine import make_engine, session_scope
-from app.db.liveness import gpu_worker_alive
-from app.db.tables import Job, Lock, WorkerSeen, utcnow
+from core.broker import send_train
+from core.config import Settings
+from core.db.engine import make_engine, session_scope
+from core.db.liveness import gpu_worker_alive
+from core.db.tables import Job, Lock, WorkerSeen, utcnow
 
 log = logging.getLogger(__name__)
 LOCK = "reconciler"

@@ -10,8 +10,8 @@ from typing import Any
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from app.db.engine import session_scope
-from app.db.tables import Checkpoint, EpochMetric, Job, TrainedModel, utcnow
+from core.db.engine import session_scope
+from core.db.tables import Checkpoint, EpochMetric, Job, TrainedModel, utcnow
 from models import checkpoint as ckpt
 from models.spec import higher_is_better
 from workers.runtime import Runtime

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from app.db.tables import Dataset
+from core.db.tables import Dataset
 from models import checkpoint as ckpt
 from models.data import BUILTINS, ImageData, TextData, load_builtin, load_upload
 from models.formats import FormatError

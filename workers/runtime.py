@@ -7,8 +7,8 @@ from functools import lru_cache
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.config import Settings, get_settings
-from app.db.engine import make_engine, make_sessionmaker
+from core.config import Settings, get_settings
+from core.db.engine import make_engine, make_sessionmaker
 
 
 @dataclass

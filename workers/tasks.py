@@ -2,8 +2,8 @@
 
 import logging
 
-from app import logs
-from app.broker import TRAIN_TASK
+from core import logs
+from core.broker import TRAIN_TASK
 from workers import shutdown
 from workers.celery_app import app
 from workers.runner import run_job

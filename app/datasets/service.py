@@ -11,12 +11,12 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.config import Settings
 from app.datasets.schemas import DatasetOut
 from app.datasets.store import FILE_FIELDS, Received
-from app.db.pages import newest_first
-from app.db.tables import Dataset, Job, Owner, new_id
 from app.errors import conflict, invalid, not_found
+from core.config import Settings
+from core.db.pages import newest_first
+from core.db.tables import Dataset, Job, Owner, new_id
 from models import checkpoint as ckpt
 from models import formats
 from models.data import BUILTINS, builtin_info

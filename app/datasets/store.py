@@ -23,8 +23,8 @@ from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import parse_options_header
 from starlette.concurrency import run_in_threadpool
 
-from app.config import Settings
 from app.errors import ApiError, invalid
+from core.config import Settings
 from models.formats import display_name
 
 FILE_FIELDS = ("file", "labels")

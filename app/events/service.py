@@ -24,9 +24,9 @@ from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.db.tables import EpochMetric, Job, Owner, TrainedModel
 from app.errors import ApiError
 from app.jobs.service import get_job
+from core.db.tables import EpochMetric, Job, Owner, TrainedModel
 
 log = logging.getLogger(__name__)
 

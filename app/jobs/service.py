@@ -7,14 +7,14 @@ from sqlalchemy import Select, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.broker import send_train
-from app.config import Settings
 from app.datasets.service import resolve_dataset
-from app.db.liveness import gpu_worker_alive
-from app.db.pages import newest_first
-from app.db.tables import Checkpoint, EpochMetric, Job, Owner, TrainedModel, utcnow
 from app.errors import ApiError, conflict, invalid, not_found
 from app.jobs.schemas import JobOut, Progress
+from core.broker import send_train
+from core.config import Settings
+from core.db.liveness import gpu_worker_alive
+from core.db.pages import newest_first
+from core.db.tables import Checkpoint, EpochMetric, Job, Owner, TrainedModel, utcnow
 from models import registry
 from models.spec import MAX_PARAMETERS, JobSpec
 

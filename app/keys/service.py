@@ -11,7 +11,7 @@ from typing import Generic, TypeVar
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from app.db.tables import ApiKey, Owner, utcnow
+from core.db.tables import ApiKey, Owner, utcnow
 
 KEY_PREFIX = "ts_"
 LAST_USED_RESOLUTION = timedelta(minutes=1)

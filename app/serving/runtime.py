@@ -13,13 +13,13 @@ import torch
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.config import Settings
-from app.db.tables import Checkpoint, TrainedModel
 from app.keys.service import TTLCache
 from app.serving import inference
 from app.serving.batcher import MicroBatcher
 from app.serving.cache import LoadedModel, ModelCache
 from app.singleflight import SingleFlight
+from core.config import Settings
+from core.db.tables import Checkpoint, TrainedModel
 from models import checkpoint as ckpt
 
 log = logging.getLogger(__name__)

@@ -16,8 +16,6 @@ from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.db.pages import newest_first
-from app.db.tables import Owner, TrainedModel
 from app.errors import ApiError, conflict, invalid, not_found
 from app.jobs.service import scoped
 from app.serving import inference
@@ -25,6 +23,8 @@ from app.serving.cache import LoadedModel
 from app.serving.inference import CharAnswer, CharQuery
 from app.serving.runtime import Serving, load_row
 from app.serving.schemas import GenerateIn, PredictIn
+from core.db.pages import newest_first
+from core.db.tables import Owner, TrainedModel
 from models.checkpoint import CheckpointError
 
 

@@ -12,13 +12,13 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from sqlalchemy import text
 
-from app.db.tables import Owner
 from app.deps import OwnerDep, authenticate
 from app.errors import ApiError
 from app.serving import service, v2
 from app.serving.router import JSONBytes, read_body, serving_of
 from app.serving.routing import DirectRoute
 from app.serving.schemas import V2InferIn, V2InferOut, V2ModelMeta, json_body
+from core.db.tables import Owner
 
 
 def _message(detail: object) -> str:

@@ -18,7 +18,7 @@ import redis
 import sqlalchemy
 import sqlalchemy.pool
 
-from app.config import Settings
+from core.config import Settings
 
 PG_ADMIN_URL = os.environ.get("TRAINSERVE_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("TRAINSERVE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from app.broker import make_sender, send_train
-from app.config import Settings
+from core.broker import make_sender, send_train
+from core.config import Settings
 from tests.integration.service import Service, poll
 from tests.integration.specs import long_lstm, small_mlp
 

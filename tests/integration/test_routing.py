@@ -16,9 +16,9 @@ import pytest
 import torch
 from sqlalchemy import Engine, delete, select
 
-from app.config import Settings
-from app.db.engine import make_engine, make_sessionmaker, session_scope
-from app.db.tables import WorkerSeen, utcnow
+from core.config import Settings
+from core.db.engine import make_engine, make_sessionmaker, session_scope
+from core.db.tables import WorkerSeen, utcnow
 from tests.integration.service import Service, poll
 from tests.integration.specs import long_lstm, small_mlp
 

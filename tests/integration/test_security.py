@@ -10,8 +10,8 @@ import httpx
 import pytest
 import torch
 
-from app.broker import TRAIN_TASK, make_sender
-from app.config import Settings
+from core.broker import TRAIN_TASK, make_sender
+from core.config import Settings
 from tests.integration.service import Service, poll
 from tests.integration.specs import SEED_LSTM, small_mlp
 

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from starlette.requests import Request
 
-from app.config import Settings
 from app.datasets import store
 from app.errors import ApiError
 from app.main import create_app
+from core.config import Settings
 
 BOUNDARY = "xyzzy"
 

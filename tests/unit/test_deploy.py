@@ -20,9 +20,9 @@ import yaml
 from jsonschema import Draft202012Validator
 from sqlalchemy.engine import make_url
 
-from app.broker import QUEUES
 from app.cli import build_parser
-from app.config import Settings
+from core.broker import QUEUES
+from core.config import Settings
 from models import data
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -15,8 +15,8 @@ from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import StaticPool
 
-from app.db.tables import Base, WorkerSeen, utcnow
 from app.jobs.service import _queue_for
+from core.db.tables import Base, WorkerSeen, utcnow
 from models.data import load_builtin
 from models.spec import JobSpec
 from workers import devices

@@ -9,7 +9,7 @@ import pytest
 from kombu import Connection
 from kombu.transport.virtual import BrokerState
 
-from app import embedded_broker
+from core import embedded_broker
 
 
 @pytest.fixture(autouse=True)

@@ -4,8 +4,8 @@ import json
 import logging
 import sys
 
-from app import logs
-from app.logs import JsonFormatter
+from core import logs
+from core.logs import JsonFormatter
 
 
 def record(msg: str = "epoch %d done", args: tuple[object, ...] = (3,),

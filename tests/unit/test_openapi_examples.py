@@ -5,9 +5,9 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from app.config import Settings
 from app.main import create_app
 from app.serving.schemas import GenerateIn
+from core.config import Settings
 from models.spec import JobSpec
 
 

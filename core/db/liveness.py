@@ -5,7 +5,7 @@ from datetime import timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.db.tables import WorkerSeen, utcnow
+from core.db.tables import WorkerSeen, utcnow
 
 FRESH = timedelta(seconds=60)
 

@@ -10,8 +10,8 @@ from typing import Any
 from celery import Celery
 from kombu import Queue
 
-from app import embedded_broker
-from app.config import Settings
+from core import embedded_broker
+from core.config import Settings
 
 TRAIN_TASK = "trainserve.train_job"
 QUEUES = ("cpu", "gpu")

@@ -6,7 +6,7 @@ from contextlib import contextmanager
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.config import Settings
+from core.config import Settings
 
 
 def make_engine(settings: Settings) -> Engine:
