@@ -11,7 +11,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.security.utils import get_authorization_scheme_param
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.errors import ApiError
+from app.errors import Unauthenticated
 from app.keys.service import TTLCache, hash_key, owner_for_key_hash
 from app.singleflight import SingleFlight
 from core.config import Settings
@@ -45,8 +45,8 @@ def get_sender(request: Request) -> Celery:
 SenderDep = Annotated[Celery, Depends(get_sender)]
 
 
-def _unauthorized() -> ApiError:
-    return ApiError(401, "a valid API key is required", headers={"WWW-Authenticate": "Bearer"})
+def _unauthorized() -> Unauthenticated:
+    return Unauthenticated("a valid API key is required", headers={"WWW-Authenticate": "Bearer"})
 
 
 def _lookup(sessions: sessionmaker[Session], key_hash: str) -> Owner | None:

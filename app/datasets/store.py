@@ -23,7 +23,7 @@ from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import parse_options_header
 from starlette.concurrency import run_in_threadpool
 
-from app.errors import ApiError, invalid
+from app.errors import TooLarge, UnsupportedMedia, invalid
 from core.config import Settings
 from models.formats import display_name
 
@@ -82,8 +82,8 @@ def sweep_incoming(settings: Settings, older_than: float = ABANDONED_SECONDS) ->
     return removed
 
 
-def too_large(limit: int) -> ApiError:
-    return ApiError(413, f"the upload is over the limit of {limit:,} bytes")
+def too_large(limit: int) -> TooLarge:
+    return TooLarge(f"the upload is over the limit of {limit:,} bytes")
 
 
 @dataclass
@@ -189,7 +189,7 @@ async def _receive(request: Request, settings: Settings) -> Received:
     limit = settings.max_upload_bytes
     content_type, params = parse_options_header(request.headers.get("content-type"))
     if content_type != b"multipart/form-data" or b"boundary" not in params:
-        raise ApiError(415, "send multipart/form-data with the fields file, name and format")
+        raise UnsupportedMedia("send multipart/form-data with the fields file, name and format")
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit + OVERHEAD:
         raise too_large(limit)

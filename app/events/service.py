@@ -24,7 +24,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.errors import ApiError
+from app.errors import Invalid
 from app.jobs.service import get_job
 from core.db.tables import EpochMetric, Job, Owner, TrainedModel
 
@@ -74,7 +74,7 @@ def parse_event_id(value: str | None) -> Cursor:
         return Cursor()
     number, _, status = value.strip().partition(":")
     if not number.isdigit() or (status and status not in STATUSES) or len(number) > 9:
-        raise ApiError(422, [{"loc": ["header", "Last-Event-ID"], "type": "value_error",
+        raise Invalid([{"loc": ["header", "Last-Event-ID"], "type": "value_error",
                               "msg": "not an id of this stream: expected EPOCH or EPOCH:STATUS"}])
     # A metric id means the client saw the job running (only a running job writes metrics).
     return Cursor(epoch=int(number), status=status or ("running" if int(number) else None))

@@ -8,7 +8,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.datasets.service import resolve_dataset
-from app.errors import ApiError, conflict, invalid, not_found
+from app.errors import OverLimit, conflict, invalid, not_found
 from app.jobs.schemas import JobOut, Progress
 from core.broker import send_train
 from core.config import Settings
@@ -89,7 +89,7 @@ def create_job(*, session: Session, sender: Celery, settings: Settings, owner: O
     active = session.execute(select(func.count()).select_from(Job).where(
         Job.owner_id == owner.id, Job.status.in_(ACTIVE))).scalar_one()
     if active >= settings.max_queued_jobs_per_owner:
-        raise ApiError(429, f"{active} jobs are queued or running; the limit is "
+        raise OverLimit(f"{active} jobs are queued or running; the limit is "
                        f"{settings.max_queued_jobs_per_owner}", headers={"Retry-After": "30"})
     job = Job(owner_id=owner.id, name=spec.name, spec=spec.model_dump(mode="json"),
               dataset_ref=spec.dataset, queue=_queue_for(session, spec),

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import ClientDisconnect
 
 from app.deps import OwnerDep, SessionDep, authenticate
-from app.errors import ApiError
+from app.errors import ClientGone
 from app.serving import service
 from app.serving.routing import DirectRoute
 from app.serving.runtime import Serving
@@ -51,7 +51,7 @@ async def read_body(request: Request) -> bytes:
     try:
         return await request.body()
     except ClientDisconnect:  # nobody is left to answer; not a server error either
-        raise ApiError(499, "the client closed the request") from None
+        raise ClientGone("the client closed the request") from None
 
 
 def parse_body(model: type[Body], raw: bytes) -> Body:

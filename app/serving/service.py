@@ -16,7 +16,7 @@ from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.errors import ApiError, conflict, invalid, not_found
+from app.errors import conflict, invalid, not_found
 from app.jobs.service import scoped
 from app.serving import inference
 from app.serving.cache import LoadedModel
@@ -53,7 +53,7 @@ def ready_model(*, serving: Serving, owner: Owner, model_id: str) -> LoadedModel
         except LookupError as exc:
             raise conflict(str(exc)) from exc
         except CheckpointError as exc:
-            raise ApiError(409, "the model's checkpoint failed its integrity check") from exc
+            raise conflict("the model's checkpoint failed its integrity check") from exc
 
 
 async def resolve(serving: Serving, *, owner: Owner, model_id: str) -> LoadedModel:

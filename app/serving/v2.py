@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from app.errors import ApiError
+from app.errors import BadRequest
 from app.serving import service
 from app.serving.cache import LoadedModel
 from app.serving.inference import CharQuery
@@ -31,8 +31,8 @@ DTYPES: dict[str, Any] = {
 HEADER_LENGTH = "Inference-Header-Content-Length"
 
 
-def bad(message: str) -> ApiError:
-    return ApiError(400, message)
+def bad(message: str) -> BadRequest:
+    return BadRequest(message)
 
 
 def metadata(model_id: str, task: str, info: dict[str, Any]) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from fastapi.routing import APIRoute
 from sqlalchemy import text
 
 from app.deps import OwnerDep, authenticate
-from app.errors import ApiError
+from app.errors import DomainError, status_of
 from app.serving import service, v2
 from app.serving.router import JSONBytes, read_body, serving_of
 from app.serving.routing import DirectRoute
@@ -37,8 +37,8 @@ class V2Route(APIRoute):
         async def v2_handler(request: Request) -> Response:
             try:
                 return await handler(request)
-            except ApiError as exc:
-                return JSONResponse({"error": _message(exc.detail)}, status_code=exc.status,
+            except DomainError as exc:
+                return JSONResponse({"error": _message(exc.detail)}, status_code=status_of(exc),
                                     headers=exc.headers)
             except RequestValidationError as exc:
                 return JSONResponse({"error": _message(list(exc.errors()))}, status_code=400)

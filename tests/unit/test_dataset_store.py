@@ -11,7 +11,7 @@ import pytest
 from starlette.requests import Request
 
 from app.datasets import store
-from app.errors import ApiError
+from app.errors import DomainError, status_of
 from app.main import create_app
 from core.config import Settings
 
@@ -81,9 +81,9 @@ def test_over_the_limit_is_413_before_the_body_is_read_whole(tmp_path: Path) -> 
     limit = 64 * 1024
     body = _body(("format", None, b"text"), ("file", "big.txt", b"a" * (limit * 20)))
     stream = Stream(body)
-    with pytest.raises(ApiError) as caught:
+    with pytest.raises(DomainError) as caught:
         asyncio.run(_receive(_request(stream), _settings(tmp_path, limit)))
-    assert caught.value.status == 413
+    assert status_of(caught.value) == 413
     # It stopped one chunk past the limit, and what it had written is gone.
     assert stream.sent <= limit // 4096 + 3 < len(stream.chunks)
     assert _incoming(tmp_path) == []
@@ -91,10 +91,10 @@ def test_over_the_limit_is_413_before_the_body_is_read_whole(tmp_path: Path) -> 
 
 def test_a_declared_length_over_the_limit_is_refused_unread(tmp_path: Path) -> None:
     stream = Stream(_body(("file", "f", b"x")))
-    with pytest.raises(ApiError) as caught:
+    with pytest.raises(DomainError) as caught:
         asyncio.run(_receive(_request(stream, {"content-length": str(10 << 20)}),
                              _settings(tmp_path, 1 << 20)))
-    assert caught.value.status == 413 and stream.sent == 0
+    assert status_of(caught.value) == 413 and stream.sent == 0
 
 
 @pytest.mark.parametrize(("body", "headers", "status", "field"), [
@@ -106,9 +106,9 @@ def test_a_declared_length_over_the_limit_is_refused_unread(tmp_path: Path) -> N
 ])
 def test_malformed_bodies(tmp_path: Path, body: bytes, headers: dict[str, str], status: int,
                           field: str | None) -> None:
-    with pytest.raises(ApiError) as caught:
+    with pytest.raises(DomainError) as caught:
         asyncio.run(_receive(_request(Stream(body), headers), _settings(tmp_path, 1 << 20)))
-    assert caught.value.status == status
+    assert status_of(caught.value) == status
     if field is not None:
         assert caught.value.detail[0]["loc"] == ["body", field]  # type: ignore[index]
     assert _incoming(tmp_path) == []

@@ -7,7 +7,7 @@ import struct
 import numpy as np
 import pytest
 
-from app.errors import ApiError
+from app.errors import DomainError, status_of
 from app.serving import v2
 
 
@@ -64,9 +64,9 @@ def test_binary_tensors_follow_the_json_header() -> None:
     (b'{"inputs": []}', "x", "integer"),
 ])
 def test_malformed_requests_are_400(body: bytes, header: str | None, says: str) -> None:
-    with pytest.raises(ApiError) as caught:
+    with pytest.raises(DomainError) as caught:
         v2.parse(body, str(len(body)) if header == "whole" else header)
-    assert caught.value.status == 400
+    assert status_of(caught.value) == 400
     assert says in str(caught.value.detail)
 
 
