@@ -17,7 +17,6 @@ from app.errors import conflict, invalid, not_found
 from core.config import Settings
 from core.db.pages import newest_first
 from core.db.tables import Dataset, Job, Owner, new_id
-from models import checkpoint as ckpt
 from models import formats
 from models.data import BUILTINS, builtin_info
 
@@ -109,7 +108,10 @@ def create_dataset(*, session: Session, settings: Settings, owner: Owner,
         raise invalid(exc.field, str(exc)) from None
     dataset_id = new_id()
     path = formats.resolve(settings.artifact_dir, formats.relative_path(dataset_id, parsed.kind))
-    stored_sha256, stored_bytes = ckpt.write(path, formats.encode(parsed))
+    try:
+        stored_sha256, stored_bytes = formats.store(parsed, path)
+    finally:
+        formats.discard(parsed)
     info = formats.describe(parsed) | {
         "files": [upload.files[f].filename for f in FILE_FIELDS if f in upload.files],
         "stored": {"sha256": stored_sha256, "bytes": stored_bytes}}
