@@ -10,7 +10,7 @@ import hashlib
 import json
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, exists, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -185,16 +185,35 @@ def create_dataset(*, session: Session, settings: Settings, owner: Owner,
     return row, True
 
 
+def lock_for_job(session: Session, dataset_id: str) -> bool:
+    """Whether the dataset still exists, holding it (PostgreSQL: FOR SHARE) until the
+    caller's transaction ends, so that `delete_dataset` cannot remove it under a job being
+    recorded. Call it after the job's INSERT: on SQLite that write has taken the single
+    writer's lock, so what this reads cannot change before the commit."""
+    return session.execute(select(Dataset.id).where(Dataset.id == dataset_id)
+                           .with_for_update(read=True)).first() is not None
+
+
 def delete_dataset(*, session: Session, settings: Settings, owner: Owner,
                    dataset_id: str) -> None:
+    """409 while a queued or running job uses it. The check and the delete are one: on
+    PostgreSQL the row is locked first (a submit holding it commits its job before we look,
+    one coming after waits and finds no row); the DELETE itself carries the check, which on
+    SQLite runs under the single writer's lock."""
     row = get_dataset(session=session, owner=owner, dataset_id=dataset_id)
-    busy = session.execute(select(Job.id, Job.status).where(
-        Job.dataset_ref == row.id, Job.status.in_(ACTIVE)).limit(1)).first()
-    if busy is not None:
+    relative = formats.relative_path(row.id, row.kind)
+    session.execute(select(Dataset.id).where(Dataset.id == row.id).with_for_update())
+    in_use = exists().where(Job.dataset_ref == row.id, Job.status.in_(ACTIVE))
+    deleted = session.execute(delete(Dataset).where(Dataset.id == row.id, ~in_use)
+                              .execution_options(synchronize_session=False)).rowcount
+    if not deleted:
+        busy = session.execute(select(Job.id, Job.status).where(
+            Job.dataset_ref == row.id, Job.status.in_(ACTIVE)).limit(1)).first()
+        session.rollback()
+        if busy is None:  # deleted by another request meanwhile
+            raise not_found("dataset")
         raise conflict(f"job {busy.id} is {busy.status} on this dataset; cancel it or let it "
                        "finish first")
-    relative = formats.relative_path(row.id, row.kind)
-    session.delete(row)
     session.commit()
     # After the commit: a crash in between leaves an orphan file, never a row without one.
     formats.resolve(settings.artifact_dir, relative).unlink(missing_ok=True)

@@ -7,7 +7,7 @@ from sqlalchemy import Select, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.datasets.service import resolve_dataset
+from app.datasets.service import lock_for_job, resolve_dataset
 from app.errors import ApiError, conflict, invalid, not_found
 from app.jobs.schemas import JobOut, Progress
 from core.broker import send_train
@@ -96,6 +96,12 @@ def create_job(*, session: Session, sender: Celery, settings: Settings, owner: O
               epochs=spec.training.epochs, idempotency_key=idempotency_key)
     session.add(job)
     try:
+        session.flush()
+        # The dataset, checked again and held in the transaction that records the job: a
+        # delete racing this submit either waits for the job (then 409) or wins (then 404).
+        if not spec.dataset.startswith("builtin:") and not lock_for_job(session, spec.dataset):
+            session.rollback()
+            raise not_found("dataset")
         session.commit()
     except IntegrityError:  # the same Idempotency-Key, sent twice at once
         session.rollback()
