@@ -20,8 +20,8 @@ from models.spec import CNNSpec, MLPSpec, ModelSpec, RecurrentSpec
 
 FLOAT_BYTES = 4
 # Values a recurrent layer keeps per hidden unit and time step: its gates before and after
-# their nonlinearities, its state and output, as PyTorch's CPU kernels keep them (measured
-# in tests/unit/test_memory_estimate.py; cuDNN keeps about as much).
+# their nonlinearities, its state and output, as PyTorch's oneDNN CPU kernels keep them
+# (measured in tests/unit/test_memory_estimate.py; its native kernels keep about half).
 KEPT_PER_UNIT = {"rnn": 2, "gru": 8, "lstm": 18}
 
 
