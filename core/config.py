@@ -64,6 +64,13 @@ class Settings(BaseSettings):
     max_dataset_classes: int = Field(1_000, ge=2, description="classes of an image dataset")
     max_decompressed_bytes: int = Field(
         1024 * 1024 * 1024, ge=1, description="what an upload's gzip and tar may expand to")
+    owner_storage_bytes: int = Field(
+        20 * 1024**3, ge=1, description="stored bytes of one owner's uploaded datasets, all "
+        "together; an upload past it is a 413")
+    # A job whose estimated activations for one batch (models/memory.py) pass its device's
+    # limit is refused at submit (422) instead of failing, or swapping, on a worker.
+    max_activation_bytes_cpu: int = Field(4 * 1024**3, ge=1)
+    max_activation_bytes_cuda: int = Field(40 * 1024**3, ge=1)
 
     # Per API key, on /v1 and /v2: a sustained rate and a burst; 0 turns limiting off.
     rate_limit_per_second: float = Field(200.0, ge=0, le=1e6)

@@ -57,8 +57,7 @@ def is_tar(head: bytes) -> bool:
     return len(head) >= 262 and head[257:262] == b"ustar"
 
 
-def _inflate(chunks: Iterable[bytes], budget: Budget, what: str,
-             sink: list[bytes] | None) -> None:
+def _inflated(chunks: Iterable[bytes], budget: Budget, what: str) -> Iterator[bytes]:
     """Stream-decompress gzip (members back to back allowed), stopping once past the budget.
 
     Output comes at most CHUNK bytes at a time, so a bomb is caught one chunk past the
@@ -72,8 +71,6 @@ def _inflate(chunks: Iterable[bytes], budget: Budget, what: str,
         except zlib.error as exc:
             raise FormatError(f"{what} is not valid gzip ({exc})") from None
         budget.charge(len(out), what)
-        if sink is not None:
-            sink.append(out)
         return out
 
     for chunk in chunks:
@@ -85,9 +82,11 @@ def _inflate(chunks: Iterable[bytes], budget: Budget, what: str,
                     raise FormatError(f"{what} has data after the end of its gzip stream")
                 inflater = zlib.decompressobj(wbits=31)
             out = step(data)
+            yield out
             # The cap may hold output back after all input was taken: drain it.
             while len(out) == CHUNK and not inflater.eof and not inflater.unconsumed_tail:
                 out = step(b"")
+                yield out
             data = inflater.unused_data if inflater.eof else inflater.unconsumed_tail
     if empty or not inflater.eof:
         raise FormatError(f"{what} is a truncated gzip stream")
@@ -110,10 +109,9 @@ def gunzip(source: Path | bytes, budget: Budget, what: str) -> bytes:
     without ever holding its expansion in memory."""
     def chunks() -> Iterator[bytes]:
         return _file_chunks(source) if isinstance(source, Path) else _memory_chunks(source)
-    _inflate(chunks(), Budget(budget.left), what, None)
-    out: list[bytes] = []
-    _inflate(chunks(), budget, what, out)
-    return b"".join(out)
+    for _ in _inflated(chunks(), Budget(budget.left), what):
+        pass
+    return b"".join(_inflated(chunks(), budget, what))
 
 
 def _check_member(member: tarfile.TarInfo) -> None:
@@ -159,6 +157,21 @@ def read_single(path: Path, name: str, budget: Budget) -> bytes:
     with open(path, "rb") as handle:
         head = handle.read(2)
     return gunzip(path, budget, name) if is_gzip(head) else path.read_bytes()
+
+
+def stream_single(path: Path, name: str, budget: Budget) -> Iterator[bytes]:
+    """One file's bytes as chunks of at most CHUNK, gunzipped if it is gzip, never whole.
+
+    A gzip is first inflated once only to count (that is quick), so that a bomb is refused
+    before any parsing of what it holds has begun."""
+    with open(path, "rb") as handle:
+        head = handle.read(2)
+    if not is_gzip(head):
+        yield from _file_chunks(path)
+        return
+    for _ in _inflated(_file_chunks(path), Budget(budget.left), name):
+        pass
+    yield from _inflated(_file_chunks(path), budget, name)
 
 
 def unpack(path: Path, name: str, budget: Budget) -> list[Blob]:

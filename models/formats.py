@@ -6,10 +6,9 @@ checks (models/examples.py), and models/data.py turns it into tensors. Nothing i
 and every decompressed byte is counted (models/archive.py).
 """
 
-import codecs
-import csv
 import hashlib
 import io
+import os
 import re
 import zipfile
 import zlib
@@ -18,13 +17,14 @@ from typing import Any
 
 import numpy as np
 
-from models.archive import Blob, Budget, FormatError, read_single, unpack
+from models.archive import Blob, Budget, FormatError, unpack
 from models.examples import Images, Limits, Text, checked_images, checked_names, to_float
 from models.idx import IdxError, parse_idx
 from models.store import under_root
+from models.streamed import TextFile, parse_csv, parse_text
 
-__all__ = ["FORMATS", "FormatError", "Images", "Limits", "Text", "describe", "encode", "parse",
-           "read_stored", "relative_path", "resolve", "to_float"]
+__all__ = ["FORMATS", "FormatError", "Images", "Limits", "Text", "TextFile", "describe", "discard",
+           "encode", "parse", "read_stored", "relative_path", "resolve", "store", "to_float"]
 
 FORMATS = ("text", "npz", "idx", "cifar10-bin", "csv")
 VALIDATION_FRACTION = 0.1  # images: a fixed shuffled tenth; text: the last tenth
@@ -32,40 +32,6 @@ CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog
                    "ship", "truck"]
 CIFAR_RECORD = 1 + 3 * 32 * 32  # one label byte, then 1024 red, 1024 green, 1024 blue
 _ID = re.compile(r"[0-9a-f]{28}")
-_INT = re.compile(r"[+-]?\d+")
-
-
-# -- text -------------------------------------------------------------------------------
-
-def _text(path: Path, name: str, encoding: str | None, limits: Limits) -> Text:
-    raw = read_single(path, name, Budget(limits.max_decompressed_bytes))
-    if not raw:
-        raise FormatError(f"{name} is empty")
-    try:
-        codec = codecs.lookup(encoding or "utf-8").name
-    except LookupError:
-        raise FormatError(f"unknown encoding '{encoding}'", field="encoding") from None
-    try:
-        # A UTF-8 byte-order mark is not part of the text.
-        text = raw.decode("utf-8-sig" if codec == "utf-8" else codec)
-    except UnicodeDecodeError as exc:
-        hint = ("send UTF-8, or name its encoding in the `encoding` field" if codec == "utf-8"
-                else "check the `encoding` field")
-        raise FormatError(f"{name} is not valid {codec}: {exc.reason} at byte {exc.start:,}; "
-                          f"{hint}") from None
-    except LookupError:  # a codec that is not a text encoding (zlib, base64, ...)
-        raise FormatError(f"'{encoding}' is not a text encoding", field="encoding") from None
-    if not text:
-        raise FormatError(f"{name} is empty")
-    if len(text) < 2:
-        raise FormatError(f"{name} has 1 character; a character model needs at least 2")
-    if len(text) > limits.max_examples:
-        raise FormatError(f"{name} has {len(text):,} characters; the limit is "
-                          f"{limits.max_examples:,}")
-    if (size := len(set(text))) > limits.max_vocab:
-        raise FormatError(f"{name} uses {size:,} distinct characters; the vocabulary limit "
-                          f"is {limits.max_vocab:,}")
-    return Text(text=text, encoding=codec)
 
 
 # -- npz --------------------------------------------------------------------------------
@@ -216,99 +182,19 @@ def _cifar(path: Path, name: str, limits: Limits) -> Images:
     return checked_images(x, y, classes, name, limits, test_xy)
 
 
-# -- csv --------------------------------------------------------------------------------
-
-def _csv(path: Path, name: str, label_column: str | None, shape: str | None,
-         limits: Limits) -> Images:
-    raw = read_single(path, name, Budget(limits.max_decompressed_bytes))
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise FormatError(f"{name} is not valid UTF-8: {exc.reason} at byte {exc.start:,}"
-                          ) from None
-    reader = csv.reader(io.StringIO(text))
-    try:
-        rows = [(reader.line_num, row) for row in reader if any(f.strip() for f in row)]
-    except csv.Error as exc:
-        raise FormatError(f"{name} is not valid CSV: {exc}") from None
-    if not rows:
-        raise FormatError(f"{name} is empty")
-    first = [f.strip() for f in rows[0][1]]
-    if label_column is None:
-        lowered = [f.lower() for f in first]
-        index = lowered.index("label") if "label" in lowered else 0
-    elif label_column.isdigit():
-        index = int(label_column)
-    elif label_column in first:
-        index = first.index(label_column)
-    else:
-        raise FormatError(f"no column named '{label_column}' in the header of {name}",
-                          field="label_column")
-    if index >= len(first):
-        raise FormatError(f"column {index} does not exist; {name} has {len(first)} columns",
-                          field="label_column")
-    header = any(not _is_number(f) for i, f in enumerate(first) if i != index)
-    body = rows[1:] if header else rows
-    if not body:
-        raise FormatError(f"{name} has a header but no rows")
-    if len(body) > limits.max_examples:
-        raise FormatError(f"{name} has {len(body):,} rows; the limit is "
-                          f"{limits.max_examples:,}")
-    width = len(first)
-    if width < 2:
-        raise FormatError(f"{name} has {width} column; it needs a label and features")
-    for line, row in body:
-        if len(row) != width:
-            raise FormatError(f"{name} line {line} has {len(row)} fields; expected {width}")
-    labels = [row[index].strip() for _, row in body]
-    features = [row[:index] + row[index + 1:] for _, row in body]
-    try:
-        x = np.array(features, dtype=np.float32)
-    except ValueError:
-        line, field = next((line, f) for (line, row), feats in zip(body, features, strict=True)
-                           for f in feats if not _is_number(f))
-        raise FormatError(f"{name} line {line}: '{field[:40]}' is not a number") from None
-    if not np.isfinite(x).all():
-        raise FormatError(f"{name} holds NaN or infinite features")
-    if shape:
-        x = _reshape(x, shape)
-    if all(_INT.fullmatch(label) for label in labels):
-        y = np.array([int(v) for v in labels], dtype=np.int64)
-        return checked_images(x, y, None, name, limits, scale=False)
-    classes = checked_names(sorted(set(labels)), name, limits)
-    lookup = {c: i for i, c in enumerate(classes)}
-    y = np.array([lookup[v] for v in labels], dtype=np.int64)
-    return checked_images(x, y, classes, name, limits, scale=False)
-
-
-def _is_number(field: str) -> bool:
-    try:
-        float(field)
-    except ValueError:
-        return False
-    return True
-
-
-def _reshape(x: np.ndarray, shape: str) -> np.ndarray:
-    try:
-        dims = [int(d) for d in shape.split(",")]
-    except ValueError:
-        raise FormatError("write the shape as C,H,W or H,W", field="shape") from None
-    if len(dims) not in (2, 3) or any(d < 1 for d in dims) or \
-            int(np.prod(dims)) != x.shape[1]:
-        raise FormatError(f"shape {dims} does not hold the {x.shape[1]} features of a row",
-                          field="shape")
-    return x.reshape(len(x), *dims)
-
-
 # -- the one entry point ----------------------------------------------------------------
 
 def parse(fmt: str, parts: dict[str, tuple[Path, str]], options: dict[str, str],
-          limits: Limits) -> Images | Text:
-    """Parse one upload. `parts` maps multipart field ('file', 'labels') to (path, name)."""
+          limits: Limits) -> Images | TextFile:
+    """Parse one upload. `parts` maps multipart field ('file', 'labels') to (path, name).
+
+    Text is written out as it is decoded, beside the upload's file, under a name that ends
+    in `.part` like it (so that what a crash leaves is swept with it): `store` moves it into
+    place, `discard` removes it."""
     path, name = parts["file"]
     if fmt == "text":
-        return _text(path, name, options.get("encoding"), limits)
+        out = path.with_name(f"{path.stem}-text.part")
+        return parse_text(path, name, options.get("encoding"), limits, out)
     if fmt == "npz":
         return _npz(path, name, limits)
     if fmt == "idx":
@@ -317,13 +203,13 @@ def parse(fmt: str, parts: dict[str, tuple[Path, str]], options: dict[str, str],
     if fmt == "cifar10-bin":
         return _cifar(path, name, limits)
     if fmt == "csv":
-        return _csv(path, name, options.get("label_column"), options.get("shape"), limits)
+        return parse_csv(path, name, options.get("label_column"), options.get("shape"), limits)
     raise FormatError(f"unknown format '{fmt}'; one of {', '.join(FORMATS)}", field="format")
 
 
-def describe(parsed: Images | Text) -> dict[str, Any]:
+def describe(parsed: Images | Text | TextFile) -> dict[str, Any]:
     """What a dataset row records beyond its columns: split, and vocab or classes and shape."""
-    if isinstance(parsed, Text):
+    if not isinstance(parsed, Images):
         n_val = int(parsed.num_examples * VALIDATION_FRACTION)
         return {"validation_fraction": VALIDATION_FRACTION, "encoding": parsed.encoding,
                 "vocab": parsed.vocab,
@@ -353,15 +239,73 @@ def resolve(root: Path, relative: str) -> Path:
     return path
 
 
-def encode(parsed: Images | Text) -> bytes:
+def encode(parsed: Images | Text | TextFile) -> bytes:
+    """The stored form's bytes, in memory (`store` writes them without that copy)."""
+    if isinstance(parsed, TextFile):
+        return parsed.path.read_bytes()
     if isinstance(parsed, Text):
         return parsed.text.encode("utf-8")
+    buffer = io.BytesIO()
+    np.savez(buffer, **_arrays(parsed))  # type: ignore[arg-type]
+    return buffer.getvalue()
+
+
+def _arrays(parsed: Images) -> dict[str, np.ndarray]:
     arrays = {"x": parsed.x, "y": parsed.y}
     if parsed.x_test is not None and parsed.y_test is not None:
         arrays |= {"x_test": parsed.x_test, "y_test": parsed.y_test}
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)  # type: ignore[arg-type]
-    return buffer.getvalue()
+    return arrays
+
+
+def _fsync_dir(directory: Path) -> None:
+    dir_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _sha256_of(path: Path) -> str:
+    hasher = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            hasher.update(chunk)
+    return hasher.hexdigest()
+
+
+def store(parsed: Images | Text | TextFile, path: Path) -> tuple[str, int]:
+    """Write the stored form at `path` whole or not at all; returns its sha256 and size.
+
+    Streamed text is moved into place; arrays are written straight to a file, never first
+    into a second copy in memory."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(parsed, TextFile):
+        with open(parsed.path, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(parsed.path, path)
+        _fsync_dir(path.parent)
+        return parsed.sha256, parsed.bytes
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as handle:
+            if isinstance(parsed, Text):
+                handle.write(parsed.text.encode("utf-8"))
+            else:
+                np.savez(handle, **_arrays(parsed))  # type: ignore[arg-type]
+            handle.flush()
+            os.fsync(handle.fileno())
+        sha256, size = _sha256_of(tmp), tmp.stat().st_size
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(path.parent)
+    return sha256, size
+
+
+def discard(parsed: Images | Text | TextFile) -> None:
+    """Remove what parsing wrote that `store` did not move into place."""
+    if isinstance(parsed, TextFile):
+        parsed.path.unlink(missing_ok=True)
 
 
 def read_stored(path: Path, *, kind: str, sha256: str, classes: list[str] | None,

@@ -29,7 +29,9 @@ completely before anything is recorded.
   optionally `shape` to make each row an image.
 
 Images are fixed at 10% validation (a shuffled, fixed split). The same bytes in the same
-format uploaded again by the same owner answer `200` with the dataset made the first time."""
+format with the same options (`encoding`, `label_column`, `shape`) uploaded again by the same
+owner answer `200` with the dataset made the first time. An owner's datasets together may
+take `TRAINSERVE_OWNER_STORAGE_BYTES` once stored; past that the upload is a `413`."""
 
 
 @router.get("/builtin", summary="List the built-in datasets")
@@ -40,7 +42,8 @@ def builtins(_: OwnerDep) -> dict[str, list[dict[str, Any]]]:
 @router.post("", status_code=201, summary="Upload a dataset", description=UPLOAD_DESCRIPTION,
              openapi_extra=UPLOAD_FORM, response_model_exclude_unset=True,
              responses={200: {"description": "already uploaded: the existing dataset"},
-                        413: {"description": "over the upload limit"},
+                        413: {"description": "over the upload limit or the owner's "
+                              "storage quota"},
                         415: {"description": "not multipart/form-data"},
                         422: {"description": "malformed; the detail says what is wrong"}})
 async def upload(request: Request, session: SessionDep, settings: SettingsDep, owner: OwnerDep,

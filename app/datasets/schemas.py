@@ -41,6 +41,9 @@ class DatasetOut(BaseModel):
     pixels: str | None = Field(None, description="images: 'uint8, divided by 255' (inputs are "
                                "scaled to [0, 1]) or 'float32' (used as uploaded)")
     files: list[str] = Field(description="the uploaded files' names, as labels only")
+    options: dict[str, str] | None = Field(None, description="the format's options it was "
+                                           "made with (encoding, label_column, shape); with "
+                                           "the bytes and the format, its identity")
 
 
 class DatasetPage(BaseModel):

@@ -5,19 +5,21 @@ what trains is the parsed form, written whole to a path built from the dataset's
 the row is committed only after its file is in place. Bad input leaves neither behind.
 """
 
+import codecs
+import hashlib
+import json
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, exists, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.datasets.schemas import DatasetOut
 from app.datasets.store import FILE_FIELDS, Received
-from app.errors import conflict, invalid, not_found
+from app.errors import TooLarge, conflict, invalid, not_found
 from core.config import Settings
 from core.db.pages import newest_first
 from core.db.tables import Dataset, Job, Owner, new_id
-from models import checkpoint as ckpt
 from models import formats
 from models.data import BUILTINS, builtin_info
 
@@ -86,20 +88,65 @@ def _form(upload: Received) -> tuple[str, str, dict[str, str]]:
     return fmt, name, options
 
 
-def _same_upload(session: Session, owner: Owner, sha256: str, fmt: str) -> Dataset | None:
+def canonical_options(options: dict[str, str]) -> dict[str, str]:
+    """The options as they change the result: an encoding by its codec's name (utf-8 is the
+    default, so it is dropped), a shape without spaces or leading zeros."""
+    canonical = dict(options)
+    if "encoding" in canonical:
+        try:
+            codec = codecs.lookup(canonical["encoding"]).name
+        except LookupError:
+            codec = canonical["encoding"]  # refused when parsed
+        if codec == "utf-8":
+            del canonical["encoding"]
+        else:
+            canonical["encoding"] = codec
+    if "shape" in canonical:
+        parts = [p.strip() for p in canonical["shape"].split(",")]
+        canonical["shape"] = ",".join(str(int(p)) if p.isdigit() else p for p in parts)
+    return canonical
+
+
+def options_key(options: dict[str, str]) -> str:
+    """Part of an upload's identity, with its bytes' sha256 and its format."""
+    text = json.dumps(canonical_options(options), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _same_upload(session: Session, owner: Owner, sha256: str, fmt: str,
+                 key: str) -> Dataset | None:
     return session.execute(select(Dataset).where(
-        Dataset.owner_id == owner.id, Dataset.sha256 == sha256, Dataset.format == fmt)
-    ).scalar_one_or_none()
+        Dataset.owner_id == owner.id, Dataset.sha256 == sha256, Dataset.format == fmt,
+        Dataset.options_key == key)).scalar_one_or_none()
+
+
+def stored_total(session: Session, owner: Owner) -> int:
+    return int(session.execute(select(func.coalesce(func.sum(Dataset.stored_bytes), 0))
+                               .where(Dataset.owner_id == owner.id)).scalar_one())
+
+
+def _check_quota(session: Session, settings: Settings, owner: Owner, adding: int) -> None:
+    """413 when the owner's stored datasets, with `adding` more bytes, pass the quota.
+    Counted again just before the row is added; two uploads finishing together may pass it
+    by at most one upload."""
+    used = stored_total(session, owner)
+    if used + adding > settings.owner_storage_bytes:
+        raise TooLarge(f"storage quota of {settings.owner_storage_bytes:,} bytes exceeded: "
+                       f"your datasets use {used:,} bytes and this one needs {adding:,} once "
+                       "stored; delete some first")
 
 
 def create_dataset(*, session: Session, settings: Settings, owner: Owner,
                    upload: Received) -> tuple[Dataset, bool]:
     """Parse, check and store an upload. Returns (dataset, created): the same bytes in the
-    same format from the same owner give back the dataset already made from them."""
+    same format with the same options from the same owner give back the dataset already
+    made from them. Past the owner's storage quota it is a 413 and nothing is kept."""
     fmt, name, options = _form(upload)
-    existing = _same_upload(session, owner, upload.sha256, fmt)
+    key = options_key(options)
+    existing = _same_upload(session, owner, upload.sha256, fmt, key)
     if existing is not None:
         return existing, False
+    _check_quota(session, settings, owner, 0)
     session.rollback()  # parsing takes a while: hold no connection through it
     parts = {f: (upload.files[f].path, upload.files[f].filename or f)
              for f in FILE_FIELDS if f in upload.files}
@@ -109,20 +156,25 @@ def create_dataset(*, session: Session, settings: Settings, owner: Owner,
         raise invalid(exc.field, str(exc)) from None
     dataset_id = new_id()
     path = formats.resolve(settings.artifact_dir, formats.relative_path(dataset_id, parsed.kind))
-    stored_sha256, stored_bytes = ckpt.write(path, formats.encode(parsed))
+    try:
+        stored_sha256, stored_bytes = formats.store(parsed, path)
+    finally:
+        formats.discard(parsed)
     info = formats.describe(parsed) | {
         "files": [upload.files[f].filename for f in FILE_FIELDS if f in upload.files],
-        "stored": {"sha256": stored_sha256, "bytes": stored_bytes}}
+        "stored": {"sha256": stored_sha256, "bytes": stored_bytes},
+        "options": canonical_options(options)}
     row = Dataset(id=dataset_id, owner_id=owner.id, name=name, kind=parsed.kind, format=fmt,
                   num_examples=parsed.num_examples, sha256=upload.sha256, bytes=upload.bytes,
-                  info=info)
-    session.add(row)
+                  options_key=key, stored_bytes=stored_bytes, info=info)
     try:
+        _check_quota(session, settings, owner, stored_bytes)
+        session.add(row)
         session.commit()
     except IntegrityError:  # the same upload, finishing at the same moment: keep theirs
         session.rollback()
         path.unlink(missing_ok=True)
-        twin = _same_upload(session, owner, upload.sha256, fmt)
+        twin = _same_upload(session, owner, upload.sha256, fmt, key)
         if twin is None:
             raise
         return twin, False
@@ -133,16 +185,35 @@ def create_dataset(*, session: Session, settings: Settings, owner: Owner,
     return row, True
 
 
+def lock_for_job(session: Session, dataset_id: str) -> bool:
+    """Whether the dataset still exists, holding it (PostgreSQL: FOR SHARE) until the
+    caller's transaction ends, so that `delete_dataset` cannot remove it under a job being
+    recorded. Call it after the job's INSERT: on SQLite that write has taken the single
+    writer's lock, so what this reads cannot change before the commit."""
+    return session.execute(select(Dataset.id).where(Dataset.id == dataset_id)
+                           .with_for_update(read=True)).first() is not None
+
+
 def delete_dataset(*, session: Session, settings: Settings, owner: Owner,
                    dataset_id: str) -> None:
+    """409 while a queued or running job uses it. The check and the delete are one: on
+    PostgreSQL the row is locked first (a submit holding it commits its job before we look,
+    one coming after waits and finds no row); the DELETE itself carries the check, which on
+    SQLite runs under the single writer's lock."""
     row = get_dataset(session=session, owner=owner, dataset_id=dataset_id)
-    busy = session.execute(select(Job.id, Job.status).where(
-        Job.dataset_ref == row.id, Job.status.in_(ACTIVE)).limit(1)).first()
-    if busy is not None:
+    relative = formats.relative_path(row.id, row.kind)
+    session.execute(select(Dataset.id).where(Dataset.id == row.id).with_for_update())
+    in_use = exists().where(Job.dataset_ref == row.id, Job.status.in_(ACTIVE))
+    deleted = session.execute(delete(Dataset).where(Dataset.id == row.id, ~in_use)
+                              .execution_options(synchronize_session=False)).rowcount
+    if not deleted:
+        busy = session.execute(select(Job.id, Job.status).where(
+            Job.dataset_ref == row.id, Job.status.in_(ACTIVE)).limit(1)).first()
+        session.rollback()
+        if busy is None:  # deleted by another request meanwhile
+            raise not_found("dataset")
         raise conflict(f"job {busy.id} is {busy.status} on this dataset; cancel it or let it "
                        "finish first")
-    relative = formats.relative_path(row.id, row.kind)
-    session.delete(row)
     session.commit()
     # After the commit: a crash in between leaves an orphan file, never a row without one.
     formats.resolve(settings.artifact_dir, relative).unlink(missing_ok=True)
@@ -153,6 +224,8 @@ def to_out(row: Dataset) -> DatasetOut:
     info = row.info
     optional = {key: info[key] for key in ("vocab", "encoding", "classes", "shape", "pixels")
                 if info.get(key) is not None}
+    if info.get("options"):
+        optional["options"] = info["options"]
     if "vocab" in optional:
         optional["vocab_size"] = len(optional["vocab"])
     return DatasetOut(

@@ -7,7 +7,7 @@ from sqlalchemy import Select, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.datasets.service import resolve_dataset
+from app.datasets.service import lock_for_job, resolve_dataset
 from app.errors import OverLimit, conflict, invalid, not_found
 from app.jobs.schemas import JobOut, Progress
 from core.broker import send_train
@@ -15,7 +15,7 @@ from core.config import Settings
 from core.db.liveness import gpu_worker_alive
 from core.db.pages import newest_first
 from core.db.tables import Checkpoint, EpochMetric, Job, Owner, TrainedModel, utcnow
-from models import registry
+from models import memory, registry
 from models.spec import MAX_PARAMETERS, JobSpec
 
 ACTIVE = ("queued", "running")
@@ -44,6 +44,27 @@ def _check_fits(spec: JobSpec, info: dict[str, Any]) -> None:
     params = registry.count_parameters(arch, config)
     if params > MAX_PARAMETERS:
         raise invalid("model", f"{params:,} parameters; the limit is {MAX_PARAMETERS:,}")
+
+
+def _check_memory(spec: JobSpec, info: dict[str, Any], queue: str, settings: Settings) -> None:
+    """422 when one batch's activations (models/memory.py) pass the limit of the device
+    kind the job is queued for."""
+    device, limit = (("cuda", settings.max_activation_bytes_cuda) if queue == "gpu"
+                     else ("cpu", settings.max_activation_bytes_cpu))
+    training = spec.training
+    needed = memory.activation_bytes(spec.model, info, batch_size=training.batch_size,
+                                     seq_len=training.seq_len)
+    if needed <= limit:
+        return
+    fits = memory.max_batch(spec.model, info, seq_len=training.seq_len, limit=limit)
+    what = (f"one batch of {training.batch_size:,} needs about {memory.human(needed)} of "
+            f"activations (estimated); the limit on {device} is {memory.human(limit)} "
+            f"(TRAINSERVE_MAX_ACTIVATION_BYTES_{device.upper()})")
+    if fits < 1:
+        raise invalid("model", f"{what}, and even one example passes it: make the model "
+                      "smaller")
+    raise invalid("training.batch_size", f"{what}: use a batch_size of at most {fits:,}, or "
+                  "a smaller model")
 
 
 def _check_init_from(session: Session, owner: Owner, spec: JobSpec,
@@ -86,16 +107,24 @@ def create_job(*, session: Session, sender: Celery, settings: Settings, owner: O
     _check_fits(spec, info)
     if spec.init_from:
         _check_init_from(session, owner, spec, info)
+    queue = _queue_for(session, spec)
+    _check_memory(spec, info, queue, settings)
     active = session.execute(select(func.count()).select_from(Job).where(
         Job.owner_id == owner.id, Job.status.in_(ACTIVE))).scalar_one()
     if active >= settings.max_queued_jobs_per_owner:
         raise OverLimit(f"{active} jobs are queued or running; the limit is "
                        f"{settings.max_queued_jobs_per_owner}", headers={"Retry-After": "30"})
     job = Job(owner_id=owner.id, name=spec.name, spec=spec.model_dump(mode="json"),
-              dataset_ref=spec.dataset, queue=_queue_for(session, spec),
+              dataset_ref=spec.dataset, queue=queue,
               epochs=spec.training.epochs, idempotency_key=idempotency_key)
     session.add(job)
     try:
+        session.flush()
+        # The dataset, checked again and held in the transaction that records the job: a
+        # delete racing this submit either waits for the job (then 409) or wins (then 404).
+        if not spec.dataset.startswith("builtin:") and not lock_for_job(session, spec.dataset):
+            session.rollback()
+            raise not_found("dataset")
         session.commit()
     except IntegrityError:  # the same Idempotency-Key, sent twice at once
         session.rollback()

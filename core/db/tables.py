@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     ForeignKey,
@@ -73,7 +74,9 @@ class ApiKey(Base):
 
 class Dataset(Base):
     __tablename__ = "datasets"
-    __table_args__ = (UniqueConstraint("owner_id", "sha256", "format"),)
+    # An upload's identity: the same bytes in the same format with the same options.
+    __table_args__ = (UniqueConstraint("owner_id", "sha256", "format", "options_key",
+                                       name="uq_datasets_upload"),)
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     owner_id: Mapped[str] = mapped_column(ForeignKey("owners.id", ondelete="CASCADE"), index=True)
@@ -83,6 +86,11 @@ class Dataset(Base):
     num_examples: Mapped[int] = mapped_column(Integer)
     sha256: Mapped[str] = mapped_column(String(64))
     bytes: Mapped[int] = mapped_column(Integer)
+    # sha256 of the format's options in canonical form ('' for rows made before options
+    # were recorded: they never match a new upload).
+    options_key: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    # The stored form's size, what the owner's storage quota counts.
+    stored_bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     info: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 

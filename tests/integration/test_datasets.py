@@ -143,6 +143,28 @@ def _bad_npz_object() -> bytes:
     return buffer.getvalue()
 
 
+def test_the_same_bytes_with_other_options_are_another_dataset(service: Service) -> None:
+    table = b"label,a,b\n0,1,2\n1,1,3\n0,0,2\n1,1,2\n"
+    text = files.text(29)
+    with service.client() as client:
+        by_label = upload(client, "csv", ("t.csv", table))
+        by_a = upload(client, "csv", ("t.csv", table), label_column="a")
+        assert (by_label.status_code, by_a.status_code) == (201, 201), by_a.text
+        assert by_a.json()["id"] != by_label.json()["id"]
+        assert by_a.json()["options"] == {"label_column": "a"} and "options" not in by_label.json()
+        again = upload(client, "csv", ("t.csv", table), label_column="a")
+        assert again.status_code == 200 and again.json()["id"] == by_a.json()["id"]
+        shaped = upload(client, "csv", ("t.csv", table), shape="1,2")
+        spaced = upload(client, "csv", ("t.csv", table), shape=" 1, 2")
+        assert (shaped.status_code, spaced.status_code) == (201, 200)
+        assert spaced.json()["id"] == shaped.json()["id"]
+        utf8 = upload(client, "text", ("c.txt", text))
+        latin = upload(client, "text", ("c.txt", text), encoding="latin-1")
+        named = upload(client, "text", ("c.txt", text), encoding="UTF8")
+        assert (utf8.status_code, latin.status_code, named.status_code) == (201, 201, 200)
+        assert latin.json()["encoding"] == "iso8859-1" and named.json()["id"] == utf8.json()["id"]
+
+
 _IMAGES, _LABELS = files.idx_pair(40)
 # (format, file, labels, field at fault, what the message must say)
 MALFORMED: list[tuple[str, str, FilePart, FilePart | None, str, str]] = [

@@ -12,7 +12,7 @@ import torch
 from models import data, formats
 from models.archive import Budget, FormatError, gunzip
 from models.data import ImageData, TextData, load_upload
-from models.formats import Images, Limits, Text
+from models.formats import Images, Limits, TextFile
 from tests import dataset_files as files
 
 LIMITS = Limits(max_decompressed_bytes=4 << 20)
@@ -25,7 +25,7 @@ def _write(tmp_path: Path, name: str, data: bytes) -> tuple[Path, str]:
 
 
 def parse(tmp_path: Path, fmt: str, data: bytes, *, labels: bytes | None = None,
-          limits: Limits = LIMITS, **options: str) -> Images | Text:
+          limits: Limits = LIMITS, **options: str) -> Images | TextFile:
     parts = {"file": _write(tmp_path, "upload.bin", data)}
     if labels is not None:
         parts["labels"] = _write(tmp_path, "labels.bin", labels)
@@ -44,7 +44,7 @@ def refused(tmp_path: Path, fmt: str, data: bytes, *, labels: bytes | None = Non
 @pytest.mark.parametrize("wrap", [lambda b: b, files.gz])
 def test_text_plain_or_gzipped(tmp_path: Path, wrap) -> None:  # type: ignore[no-untyped-def]
     parsed = parse(tmp_path, "text", wrap(files.text(2)))
-    assert isinstance(parsed, Text)
+    assert isinstance(parsed, TextFile)
     assert parsed.vocab == sorted(set(files.text(2).decode()))
     info = formats.describe(parsed)
     assert info["split"] == {"train": 81, "validation": 9, "test": 0}
@@ -52,9 +52,11 @@ def test_text_plain_or_gzipped(tmp_path: Path, wrap) -> None:  # type: ignore[no
 
 
 def test_text_drops_a_bom_and_takes_a_declared_encoding(tmp_path: Path) -> None:
-    assert parse(tmp_path, "text", b"\xef\xbb\xbfhello").text == "hello"  # type: ignore[union-attr]
+    bom = parse(tmp_path, "text", b"\xef\xbb\xbfhello")
+    assert isinstance(bom, TextFile) and bom.path.read_text(encoding="utf-8") == "hello"
     latin = parse(tmp_path, "text", "café olé".encode("latin-1"), encoding="latin-1")
-    assert isinstance(latin, Text) and latin.text == "café olé"
+    assert isinstance(latin, TextFile)
+    assert latin.path.read_text(encoding="utf-8") == "café olé"
     assert latin.encoding == "iso8859-1"
 
 
