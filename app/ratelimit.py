@@ -36,6 +36,16 @@ class TokenBuckets:
         return wait
 
 
+def key_identity(authorization: bytes) -> bytes:
+    """Who a request spends for: the hash of the key itself, however the header spells its
+    scheme (`Bearer`, `bearer`, `BEARER` all authenticate the same key, so they must share one
+    bucket). Other headers are refused as 401 downstream; they are counted as written."""
+    scheme, _, token = authorization.partition(b" ")
+    if scheme.lower() == b"bearer" and token:
+        return hashlib.sha256(b"key:" + token).digest()
+    return hashlib.sha256(b"header:" + authorization).digest()
+
+
 class RateLimit:
     """ASGI middleware; a rate of 0 turns it off."""
 
@@ -52,7 +62,7 @@ class RateLimit:
         if authorization is None:  # refused as 401 downstream, at no cost to anyone's bucket
             await self.app(scope, receive, send)
             return
-        wait = self.buckets.take(hashlib.sha256(authorization).digest(), time.monotonic())
+        wait = self.buckets.take(key_identity(authorization), time.monotonic())
         if wait == 0:
             await self.app(scope, receive, send)
             return
