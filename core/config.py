@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     resend_after_seconds: float = Field(
         60.0, gt=0, description="a queued job not taken this long after its send is sent again")
     max_upload_bytes: int = Field(256 * 1024 * 1024, ge=1)
+    # Any other request body (JSON, v2's binary tensors): 413 past this. 16 MiB holds 1,024
+    # flattened 28x28 examples as JSON, or 1,024 CIFAR-10 images as v2 binary FP32.
+    max_json_bytes: int = Field(16 * 1024 * 1024, ge=1024)
     max_queued_jobs_per_owner: int = Field(100, ge=1)
     log_level: str = "INFO"
 

@@ -273,7 +273,11 @@ def _csv(path: Path, name: str, label_column: str | None, shape: str | None,
     if shape:
         x = _reshape(x, shape)
     if all(_INT.fullmatch(label) for label in labels):
-        y = np.array([int(v) for v in labels], dtype=np.int64)
+        try:
+            y = np.array([int(v) for v in labels], dtype=np.int64)
+        except OverflowError:
+            raise FormatError(f"{name}: a label is past the range of a 64-bit integer "
+                              f"(class labels are 0 to the number of classes - 1)") from None
         return checked_images(x, y, None, name, limits, scale=False)
     classes = checked_names(sorted(set(labels)), name, limits)
     lookup = {c: i for i, c in enumerate(classes)}

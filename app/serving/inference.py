@@ -49,6 +49,11 @@ def classify(module: torch.nn.Module, inputs: list[torch.Tensor]) -> list[torch.
     return list(torch.softmax(logits, dim=-1).split(sizes))
 
 
+# Below this the draw is greedy anyway; above it 1/temperature times a logit stays in
+# float32's range (a temperature of 1e-300 is 0 in float32, and 0/0 is NaN).
+MIN_TEMPERATURE = 1e-20
+
+
 @torch.inference_mode()
 def generate(module: CharRNN, prompt: list[int], max_chars: int, temperature: float,
              top_k: int | None, seed: int | None) -> list[int]:
@@ -60,11 +65,14 @@ def generate(module: CharRNN, prompt: list[int], max_chars: int, temperature: fl
         generator.seed()
     else:
         generator.manual_seed(seed)
+    temperature = max(temperature, MIN_TEMPERATURE)
     logits, state = module.step(torch.tensor([prompt]))
     last = logits[0, -1]
     out = torch.empty(max_chars, dtype=torch.long)
     for i in range(max_chars):
-        scaled = last / temperature
+        # Shifted so that the likeliest is 0, and divided by a float32 that is not 0: a tiny
+        # temperature gives 0 and huge negatives (greedy) rather than NaN.
+        scaled = (last - last.max()) / temperature
         if top_k is not None and top_k < scaled.numel():
             cutoff = scaled.topk(top_k).values[-1]
             scaled.masked_fill_(scaled < cutoff, float("-inf"))

@@ -93,9 +93,16 @@ async def next_chars(serving: Serving, model: LoadedModel, queries: list[CharQue
     return list(await asyncio.gather(*(serving.batcher.submit(key, run, q) for q in queries)))
 
 
-async def classify(serving: Serving, model: LoadedModel, inputs: torch.Tensor) -> torch.Tensor:
-    return await serving.batcher.submit((id(model), "classify"),
-                                        partial(inference.classify, model.module), inputs)
+async def classify(serving: Serving, model: LoadedModel, inputs: torch.Tensor,
+                   field: str = "inputs") -> torch.Tensor:
+    probs = await serving.batcher.submit((id(model), "classify"),
+                                         partial(inference.classify, model.module), inputs)
+    # Finite inputs can still overflow inside the model (3e38 times a weight is inf, and
+    # softmax of inf is NaN): such an answer is no answer, and NaN is not JSON either.
+    if not bool(probs.isfinite().all()):
+        raise invalid(field, "values too large for this model: its outputs overflow; "
+                      "scale the inputs as in training")
+    return probs
 
 
 def check_width(model: LoadedModel, rows: list[list[float]], field: str) -> None:

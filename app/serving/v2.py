@@ -8,6 +8,7 @@ default. Character models take a BYTES tensor `text` of N texts; classifiers an 
 """
 
 import json
+import math
 import struct
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from app.bodies import NonFinite, strict_loads
 from app.errors import ApiError
 from app.serving import service
 from app.serving.cache import LoadedModel
@@ -66,7 +68,9 @@ def parse(body: bytes, header_length: str | None) -> InferRequest:
     if not 0 <= split <= len(body):
         raise bad(f"{HEADER_LENGTH} is past the end of the body")
     try:
-        request = json.loads(body[:split])
+        request = strict_loads(body[:split])
+    except NonFinite as exc:
+        raise bad(f"the request holds a number that is not finite: {exc}") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise bad(f"the request is not JSON: {exc}") from None
     if not isinstance(request, dict) or not isinstance(request.get("inputs"), list):
@@ -85,8 +89,8 @@ def parse(body: bytes, header_length: str | None) -> InferRequest:
             array = _from_json(tensor["data"], datatype, name)
         else:
             raise bad(f"input {name!r} has neither `data` nor binary data")
-        if array.size != int(np.prod(shape)):
-            raise bad(f"input {name!r}: shape {shape} needs {int(np.prod(shape))} values, "
+        if array.size != math.prod(shape):  # Python ints: no overflow to a small size
+            raise bad(f"input {name!r}: shape {shape} needs {math.prod(shape)} values, "
                       f"got {array.size}")
         inputs[name] = array.reshape(shape)
     params = request.get("parameters") or {}
@@ -111,7 +115,7 @@ def _tensor_header(tensor: Any, index: int) -> tuple[str, str, list[int], dict[s
     if datatype not in DTYPES:
         raise bad(f"input {name!r}: unknown datatype {datatype!r}")
     if (not isinstance(shape, list) or len(shape) > 8
-            or not all(isinstance(d, int) and 0 <= d <= 2**31 for d in shape)):
+            or not all(type(d) is int and 0 <= d <= 2**31 for d in shape)):  # no bools
         raise bad(f"input {name!r}: `shape` must be a list of non-negative integers")
     params = tensor.get("parameters") or {}
     if not isinstance(params, dict):
@@ -187,7 +191,7 @@ async def infer(serving: Serving, model: LoadedModel, request: InferRequest
     if examples.shape[0] == 0:
         probs = torch.zeros(0, len(model.info["classes"]))
     else:
-        probs = await service.classify(serving, model, examples)
+        probs = await service.classify(serving, model, examples, field="input")
     return {"label": ("INT64", probs.argmax(-1).numpy()), "probs": ("FP32", probs.numpy())}
 
 

@@ -220,3 +220,11 @@ def test_a_onednn_layer_that_disagrees_is_not_used(
                                                for t in texts(7, [5] * 6)])
     for a, b in zip(answers, expected, strict=True):
         torch.testing.assert_close(a.probs, b.probs)
+
+
+def test_generate_with_a_vanishing_temperature_is_greedy() -> None:
+    model = char_model()
+    greedy = inference.generate(model, [0], max_chars=30, temperature=1.0, top_k=1, seed=0)
+    for temperature in (1e-300, 1e-45, 1e-10):
+        assert inference.generate(model, [0], max_chars=30, temperature=temperature,
+                                  top_k=None, seed=3) == greedy

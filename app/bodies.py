@@ -1,0 +1,145 @@
+"""Request bodies, bounded and checked before any route sees them.
+
+- A body over `max_json_bytes` (multipart uploads excepted: they have their own limit and
+  are streamed to disk) is a 413, sent before the body is read when its Content-Length says
+  so, and as soon as the count passes the limit for a chunked one. Below the limit the body
+  is gathered here and handed on whole, so a route's own parse never meets an unbounded one.
+- JSON has no NaN or Infinity, and a number like 1e400 is one no float can hold; Python's
+  parsers accept all three (as nan and inf), which then reached computations and answers
+  that cannot be written as JSON. A body that may hold one (a cheap scan) is parsed strictly
+  here (off the event loop when large) and refused with a 422.
+- A path with a NUL character names nothing (and PostgreSQL refuses to compare with it): 404.
+
+Errors take the shape of the route's protocol: `{"error": ...}` under /v2, else
+`{"detail": ...}`.
+"""
+
+import json
+import math
+import re
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# Bodies up to this size are parsed on the event loop; larger ones in the threadpool.
+PARSE_INLINE_BYTES = 64 * 1024
+# Whatever could parse as a non-finite number: NaN, Infinity, or an exponent of three or
+# more digits. Strings containing these only cost a strict parse, which they pass.
+_MAYBE_NON_FINITE = re.compile(rb"NaN|Infinity|[0-9][eE][+-]?[0-9]{3}")
+
+
+class NonFinite(ValueError):
+    pass
+
+
+def _constant(name: str) -> float:
+    raise NonFinite(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise NonFinite(f"{text[:40]} is too large for a number")
+    return value
+
+
+def strict_loads(body: bytes | str) -> Any:
+    """json.loads, refusing NaN, Infinity and numbers past float's range (NonFinite)."""
+    return json.loads(body, parse_constant=_constant, parse_float=_finite_float)
+
+
+def check_finite_json(body: bytes) -> str | None:
+    """Why the body's JSON holds a number that is not finite, or None. Bodies that are not
+    JSON at all are left to the routes, which say what is wrong with them."""
+    if not _MAYBE_NON_FINITE.search(body):
+        return None
+    try:
+        strict_loads(body)
+    except NonFinite as exc:
+        return str(exc)
+    except ValueError:  # not JSON (or not UTF-8): the route's own parse reports it
+        return None
+    return None
+
+
+def _is_json(content_type: str) -> bool:
+    kind = content_type.split(";", 1)[0].strip().lower()
+    return not kind or kind == "application/json" or kind.endswith("+json")
+
+
+async def _respond(scope: Scope, send: Send, status: int, message: str,
+                   field: bool = False) -> None:
+    if scope["path"].startswith("/v2/"):
+        payload: Any = {"error": message}
+    elif field:
+        payload = {"detail": [{"loc": ["body"], "msg": message, "type": "value_error"}]}
+    else:
+        payload = {"detail": message}
+    body = json.dumps(payload).encode()
+    await send({"type": "http.response.start", "status": status, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class BodyGuard:
+    """ASGI middleware; see the module's docstring."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if "\x00" in scope["path"]:
+            await _respond(scope, send, 404, "not found")
+            return
+        headers = dict(scope["headers"])
+        content_type = headers.get(b"content-type", b"").decode("latin-1")
+        if scope["method"] not in BODY_METHODS or content_type.lower().startswith("multipart/"):
+            await self.app(scope, receive, send)
+            return
+        too_large = f"the body is over the limit of {self.max_bytes} bytes"
+        try:
+            declared = int(headers.get(b"content-length", b"0"))
+        except ValueError:
+            declared = 0
+        if declared > self.max_bytes:
+            await _respond(scope, send, 413, too_large)
+            return
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client left: nobody to answer
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await _respond(scope, send, 413, too_large)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        if _is_json(content_type):
+            reason = (check_finite_json(body) if size <= PARSE_INLINE_BYTES
+                      else await run_in_threadpool(check_finite_json, body))
+            if reason is not None:
+                await _respond(scope, send, 422, f"{reason}: numbers must be finite", True)
+                return
+        await self.app(scope, _replay(body, receive), send)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()  # after the body: a disconnect, when the client leaves
+    return replay
