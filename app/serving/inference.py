@@ -1,6 +1,7 @@
 """Forward passes for serving: next characters and classes for whole batches, and generated
 text. Plain functions of a module and its inputs: the batcher decides what runs together."""
 
+import threading
 from dataclasses import dataclass
 
 import torch
@@ -56,20 +57,26 @@ MIN_TEMPERATURE = 1e-20
 
 @torch.inference_mode()
 def generate(module: CharRNN, prompt: list[int], max_chars: int, temperature: float,
-             top_k: int | None, seed: int | None) -> list[int]:
+             top_k: int | None, seed: int | None, stop: threading.Event | None = None
+             ) -> list[int]:
     """Sample one character at a time, carrying the recurrent state from each to the next,
     so the cost is linear in the length. Sampling draws only from its own generator: the same
-    seed gives the same text whatever else the process is doing."""
+    seed gives the same text whatever else the process is doing. Once `stop` is set (nobody
+    wants the answer any more) it returns what it has, within one step."""
     generator = torch.Generator()
     if seed is None:
         generator.seed()
     else:
         generator.manual_seed(seed)
     temperature = max(temperature, MIN_TEMPERATURE)
+    if stop is not None and stop.is_set():  # abandoned while it was queued
+        return []
     logits, state = module.step(torch.tensor([prompt]))
     last = logits[0, -1]
     out = torch.empty(max_chars, dtype=torch.long)
     for i in range(max_chars):
+        if stop is not None and stop.is_set():
+            return out[:i].tolist()
         # Shifted so that the likeliest is 0, and divided by a float32 that is not 0: a tiny
         # temperature gives 0 and huge negatives (greedy) rather than NaN.
         scaled = (last - last.max()) / temperature

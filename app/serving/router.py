@@ -37,6 +37,7 @@ from app.serving.schemas import (
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 _NOT_READY = {401: {"description": "no valid API key"},
+              429: {"description": "too many requests for this API key"},
               404: {"description": "no such model"},
               409: {"description": "the model is not ready (its job has not succeeded)"},
               422: {"description": "bad input, e.g. a character outside the vocabulary"}}
@@ -113,4 +114,5 @@ async def generate(model_id: str,
                    request: Request,
                    owner: OwnerDep) -> Response:
     return JSONBytes(await service.generate(serving_of(request), owner=owner,
-                                            model_id=model_id, body=body))
+                                            model_id=model_id, body=body,
+                                            gone=request.is_disconnected))

@@ -47,6 +47,8 @@ class Serving:
     lookups: TTLCache[tuple[str, str], LoadedModel] = field(
         default_factory=lambda: TTLCache(0.0))
     loads: SingleFlight[tuple[str, str], LoadedModel] = field(default_factory=SingleFlight)
+    # Owner id -> its generate requests queued or running (touched on the event loop only).
+    generating: dict[str, int] = field(default_factory=dict)
 
     def stop(self) -> None:
         self.batcher.stop()

@@ -8,6 +8,8 @@ written as JSON bytes directly. The database is consulted only when a lookup is 
 
 import asyncio
 import json
+import threading
+from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
 
@@ -143,14 +145,41 @@ async def predict(serving: Serving, *, owner: Owner, model_id: str, body: Predic
         for label, row in zip(labels, probs.tolist(), strict=True)]})
 
 
-async def generate(serving: Serving, *, owner: Owner, model_id: str, body: GenerateIn) -> bytes:
+# How often a running `generate` asks whether its client is still there.
+DISCONNECT_POLL_SECONDS = 0.1
+
+
+async def generate(serving: Serving, *, owner: Owner, model_id: str, body: GenerateIn,
+                   gone: Callable[[], Awaitable[bool]] | None = None) -> bytes:
+    """Sampled text. At most `max_generate_per_key` of an owner's requests are queued or
+    running at once (more: 429), and the loop stops within a step once `gone()` says the
+    client has left: ten abandoned long requests must not hold up the next one."""
     model = await resolve(serving, owner=owner, model_id=model_id)
     if model.task != "char":
         raise conflict("generate needs a character model; this one is a classifier")
     prompt = encode(model, body.prompt, "prompt")
-    # A long sequential loop: on its own bounded threads, so predictions keep batching.
-    ids = await asyncio.get_running_loop().run_in_executor(serving.generators, partial(
-        inference.generate, model.module, prompt, body.max_chars, body.temperature,
-        body.top_k, body.seed))
+    limit = serving.settings.max_generate_per_key
+    if serving.generating.get(owner.id, 0) >= limit:
+        raise ApiError(429, f"at most {limit} generate requests per API key at once; "
+                       f"retry when one has finished", headers={"Retry-After": "1"})
+    serving.generating[owner.id] = serving.generating.get(owner.id, 0) + 1
+    stop = threading.Event()
+    try:
+        # A long sequential loop: on its own bounded threads, so predictions keep batching.
+        future = asyncio.get_running_loop().run_in_executor(serving.generators, partial(
+            inference.generate, model.module, prompt, body.max_chars, body.temperature,
+            body.top_k, body.seed, stop))
+        while True:
+            done, _ = await asyncio.wait({future}, timeout=DISCONNECT_POLL_SECONDS)
+            if done:
+                break
+            if gone is not None and await gone():
+                raise ApiError(499, "the client closed the request")
+        ids = future.result()
+    finally:
+        stop.set()  # whatever ended this request (the client, a cancellation) ends the loop
+        left = serving.generating.pop(owner.id) - 1
+        if left:
+            serving.generating[owner.id] = left
     vocab = model.vocab
     return _json({"model_id": model.model_id, "text": "".join([vocab[i] for i in ids])})
