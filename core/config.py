@@ -55,6 +55,12 @@ class Settings(BaseSettings):
     # ...gathered for at most this long, and only while requests are arriving concurrently:
     # a lone request never waits.
     batch_delay_ms: float = Field(1.0, ge=0, le=50)
+    # One character prediction request (v1 `predict`, v2 `infer`) may ask for at most this
+    # many characters, and characters x vocabulary (what its forward pass computes) at most
+    # this many cells: past either it is a 413, before any work. The defaults take three
+    # 10,000-character texts on a 4,000-character vocabulary, and every v1 `predict`.
+    max_predict_chars: int = Field(100_000, ge=1)
+    max_predict_cells: int = Field(2**27, ge=1)
     # Threads for `generate` (a long sequential loop), apart from the batched predictions.
     generate_threads: int = Field(1, ge=1, le=64)
     # `generate` requests one API key's owner may have queued or running at once (429 past

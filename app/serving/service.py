@@ -90,9 +90,30 @@ async def next_chars(serving: Serving, model: LoadedModel, queries: list[CharQue
     """Each query answered through the micro-batcher, together with concurrent requests."""
     run = partial(inference.next_chars, model.predictor)
     key = (id(model), "char")
-    if len(queries) == 1:
+    vocab_size = len(model.vocab)
+    if len(queries) == 1 and not inference.is_long(queries[0], vocab_size):
         return [await serving.batcher.submit(key, run, queries[0])]
-    return list(await asyncio.gather(*(serving.batcher.submit(key, run, q) for q in queries)))
+
+    async def answer(query: CharQuery) -> CharAnswer:
+        if inference.is_long(query, vocab_size):
+            # In pieces, on a thread of its own: not the batching thread's to hold up.
+            return await asyncio.get_running_loop().run_in_executor(
+                serving.long_texts, partial(inference.long_next_chars, model.module, query))
+        return await serving.batcher.submit(key, run, query)
+    return list(await asyncio.gather(*(answer(q) for q in queries)))
+
+
+def check_work(serving: Serving, model: LoadedModel, lengths: list[int], field: str) -> None:
+    """Refuse, before any work, a request whose characters (or characters x vocabulary, what
+    a forward pass computes) are over the settings' bounds: 413."""
+    settings = serving.settings
+    chars = sum(lengths)
+    cells = chars * len(model.vocab)
+    if chars > settings.max_predict_chars or cells > settings.max_predict_cells:
+        raise ApiError(413, f"{field}: {chars:,} characters on a {len(model.vocab):,}-character "
+                       f"vocabulary is over this server's bound for one request "
+                       f"({settings.max_predict_chars:,} characters and "
+                       f"{settings.max_predict_cells:,} characters x vocabulary)")
 
 
 async def classify(serving: Serving, model: LoadedModel, inputs: torch.Tensor,
@@ -125,6 +146,7 @@ async def predict(serving: Serving, *, owner: Owner, model_id: str, body: Predic
     if model.task == "char":
         if body.text is None:
             raise invalid("text", "a character model needs `text`")
+        check_work(serving, model, [len(body.text)], "text")
         query = CharQuery(ids=encode(model, body.text, "text"), top_k=body.top_k)
         [answer] = await next_chars(serving, model, [query])
         vocab = model.vocab

@@ -168,7 +168,12 @@ async def infer(serving: Serving, model: LoadedModel, request: InferRequest
         texts = _only_input(request, "text", "BYTES").reshape(-1)
         if len(texts) > MAX_INPUTS:
             raise bad(f"input 'text': at most {MAX_INPUTS} texts per request")
-        queries = [CharQuery(ids=_encode(model, item, n), top_k=1) for n, item in enumerate(texts)]
+        decoded = [_decode(item, n) for n, item in enumerate(texts)]
+        service.check_work(serving, model, [len(t) for t in decoded], "input 'text'")
+        # The per-position `sequence` costs an argmax over every position: only when asked.
+        sequence = request.outputs is None or "sequence" in request.outputs
+        queries = [CharQuery(ids=_encode(model, text, n), top_k=1, sequence=sequence)
+                   for n, text in enumerate(decoded)]
         answers = await service.next_chars(serving, model, queries)
         vocab = model.vocab
         probs = (torch.stack([a.probs for a in answers]).numpy() if answers
@@ -204,11 +209,14 @@ def _only_input(request: InferRequest, name: str, datatype: str | None) -> np.nd
     return array
 
 
-def _encode(model: LoadedModel, item: bytes, index: int) -> list[int]:
+def _decode(item: bytes, index: int) -> str:
     try:
-        text = item.decode()
+        return item.decode()
     except UnicodeDecodeError:
         raise bad(f"input 'text'[{index}] is not UTF-8") from None
+
+
+def _encode(model: LoadedModel, text: str, index: int) -> list[int]:
     if not 1 <= len(text) <= MAX_TEXT:
         raise bad(f"input 'text'[{index}]: texts need 1 to {MAX_TEXT} characters")
     unknown = sorted({c for c in text if c not in model.lookup})
