@@ -65,7 +65,7 @@ class Settings(BaseSettings):
     generate_threads: int = Field(1, ge=1, le=64)
     # `generate` requests one API key's owner may have queued or running at once (429 past
     # it): long generations from one client cannot queue up ahead of everyone else's.
-    max_generate_per_key: int = Field(2, ge=1, le=1024)
+    max_generate_per_key: int = Field(4, ge=1, le=1024)
     # How long an API key's owner and a (model, owner) lookup are reused without asking the
     # database: a revoked key stops working within this many seconds.
     lookup_cache_seconds: float = Field(2.0, ge=0, le=2)

@@ -56,10 +56,10 @@ def test_one_key_cannot_queue_many_generations(service: Service, char_model: str
     with service.client() as client:
         def ask(_: int) -> int:
             return client.post(f"/v1/models/{char_model}/generate",
-                               json={"prompt": "h", "max_chars": 3000}).status_code
-        with ThreadPoolExecutor(6) as pool:
-            codes = list(pool.map(ask, range(6)))
-    assert codes.count(429) >= 1 and codes.count(200) >= 2, codes
+                               json={"prompt": "h", "max_chars": 5000}).status_code
+        with ThreadPoolExecutor(10) as pool:  # the default bound is 4 at once
+            codes = list(pool.map(ask, range(10)))
+    assert codes.count(429) >= 1 and codes.count(200) >= 4, codes
 
 
 # A vocabulary of 3,000 characters (CJK ideographs), as in the report of issue 16.
