@@ -67,8 +67,10 @@ class RateLimit:
             await self.app(scope, receive, send)
             return
         retry_after = str(max(1, math.ceil(wait)))
-        body = json.dumps({"detail": f"too many requests for this API key; retry after "
-                           f"{retry_after} s"}).encode()
+        message = f"too many requests for this API key; retry after {retry_after} s"
+        # Each protocol's own error shape: v2 clients read `error`.
+        shape = "error" if scope["path"].startswith("/v2/") else "detail"
+        body = json.dumps({shape: message}).encode()
         await send({"type": "http.response.start", "status": 429, "headers": [
             (b"content-type", b"application/json"), (b"retry-after", retry_after.encode()),
             (b"content-length", str(len(body)).encode())]})

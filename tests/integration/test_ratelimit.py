@@ -31,6 +31,8 @@ def test_a_flood_from_one_key_gets_429_and_others_are_unaffected(throttled: Serv
         assert int(throttled_answers[0].headers["Retry-After"]) >= 1
         assert "retry after" in throttled_answers[0].json()["detail"]
         assert bob.get("/v1/jobs").status_code == 200
+        v2 = [alice.get("/v2/health/live") for _ in range(10)]
+        assert {"error"} in [set(a.json()) for a in v2 if a.status_code == 429]
         assert httpx.get(f"{service.base_url}/healthz").status_code == 200
 
 
