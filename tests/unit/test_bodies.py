@@ -81,3 +81,12 @@ def test_clip_keeps_errors_small_and_json() -> None:
     text = json.dumps(clipped, allow_nan=False)
     assert len(text) < 1000
     assert clipped["x"][0] == "nan"
+
+
+def test_candidates_inside_strings_pass_and_numbers_beside_them_do_not() -> None:
+    assert check_finite_json(b'{"name": "x 1e400 NaN Infinity", "id": "abc9e999"}') is None
+    assert check_finite_json(b'["x 1e999", 2e308]') is not None
+    assert check_finite_json(b'["x 1e999", -Infinity]') is not None
+    assert check_finite_json(b'{"lr": 1e308, "small": 1e-400}') is None
+    hostile = b"[" + b"1e999," * 100_000 + b"1]"
+    assert check_finite_json(hostile) is not None
