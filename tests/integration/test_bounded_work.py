@@ -127,3 +127,26 @@ def test_predictions_over_the_bound_are_refused_before_any_work(service: Service
         answer = client.post(f"/v2/models/{wide_model}/infer",
                              json=v2_texts(["一" * 10_000] * 5, outputs=["next_char"]))
         assert answer.status_code == 413, answer.text
+
+
+def test_a_long_prediction_does_not_hold_up_small_ones(service: Service,
+                                                       wide_model: str) -> None:
+    rng = random.Random(2)
+    texts = ["".join(rng.choices(WIDE_VOCAB, k=10_000)) for _ in range(3)]
+    path = f"/v2/models/{wide_model}/infer"
+    with service.client() as client, ThreadPoolExecutor(1) as pool:
+        assert client.post(path, json=v2_texts(["一丁"])).status_code == 200  # loaded
+        started = time.monotonic()
+        big = pool.submit(client.post, path, json=v2_texts(texts))
+        waits = []
+        while not big.done():
+            sent = time.monotonic()
+            answer = client.post(f"/v1/models/{wide_model}/predict", json={"text": "一丁"})
+            assert answer.status_code == 200, answer.text
+            waits.append(time.monotonic() - sent)
+        took = time.monotonic() - started
+        assert big.result().status_code == 200
+    print(f"long request {took:.2f}s; {len(waits)} small ones alongside, "
+          f"the slowest {max(waits):.3f}s")
+    # The long texts run on a thread of their own: the small ones keep being batched.
+    assert len(waits) >= 3 and max(waits) < took / 2, (took, waits)
