@@ -36,26 +36,6 @@ _BEFORE_NUMBER = frozenset(b" \t\n\r,:[")  # what may precede a number in JSON
 SCAN_SLICE = 1 << 20
 
 
-class NonFinite(ValueError):
-    pass
-
-
-def _constant(name: str) -> float:
-    raise NonFinite(f"{name} is not a JSON number")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise NonFinite(f"{text[:40]} is too large for a number")
-    return value
-
-
-def strict_loads(body: bytes | str) -> Any:
-    """json.loads, refusing NaN, Infinity and numbers past float's range (NonFinite)."""
-    return json.loads(body, parse_constant=_constant, parse_float=_finite_float)
-
-
 def _overflow_span(body: bytes, at: int, end: int) -> tuple[int, int] | None:
     """The number around the exponent at body[at:end], if it is past float's range."""
     start = at

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from app.bodies import NonFinite, strict_loads
+from app.bodies import check_finite_json
 from app.errors import ApiError
 from app.serving import service
 from app.serving.cache import LoadedModel
@@ -67,10 +67,12 @@ def parse(body: bytes, header_length: str | None) -> InferRequest:
         raise bad(f"{HEADER_LENGTH} must be an integer") from None
     if not 0 <= split <= len(body):
         raise bad(f"{HEADER_LENGTH} is past the end of the body")
+    header = bytes(body[:split])
+    reason = check_finite_json(header)  # JSON bodies were checked already; binary ones not
+    if reason is not None:
+        raise bad(f"the request holds {reason}")
     try:
-        request = strict_loads(body[:split])
-    except NonFinite as exc:
-        raise bad(f"the request holds a number that is not finite: {exc}") from None
+        request = json.loads(header)
     except (ValueError, UnicodeDecodeError) as exc:
         raise bad(f"the request is not JSON: {exc}") from None
     if not isinstance(request, dict) or not isinstance(request.get("inputs"), list):
