@@ -1,10 +1,14 @@
 """Error bodies: FastAPI's {"detail": ...} shape, never a stack trace or an internal path."""
 
 import logging
+import math
+from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 log = logging.getLogger(__name__)
@@ -79,7 +83,66 @@ def invalid(field: str, message: str) -> Invalid:
                      "type": "value_error"}])
 
 
+# How much of a rejected input a 422 shows: enough to recognise it, never the whole of a
+# large body (a 20 MB input was echoed back whole).
+CLIP_ITEMS = 10
+CLIP_CHARS = 200
+
+
+def clip(value: Any, depth: int = 0) -> Any:
+    """A short, JSON-safe stand-in for `value`: long strings and containers cut short, and
+    non-finite floats (which JSON cannot hold) written as strings."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, (str, bytes)):
+        text = value if isinstance(value, str) else value.decode("utf-8", "replace")
+        return text if len(text) <= CLIP_CHARS else text[:CLIP_CHARS] + "…"
+    if depth >= 3 and isinstance(value, (list, tuple, dict)):
+        return f"<{type(value).__name__} of {len(value)} items>"
+    if isinstance(value, dict):
+        items = list(value.items())
+        clipped = {str(k)[:CLIP_CHARS]: clip(v, depth + 1) for k, v in items[:CLIP_ITEMS]}
+        if len(items) > CLIP_ITEMS:
+            clipped["…"] = f"{len(items) - CLIP_ITEMS} more"
+        return clipped
+    if isinstance(value, (list, tuple)):
+        out = [clip(v, depth + 1) for v in value[:CLIP_ITEMS]]
+        if len(value) > CLIP_ITEMS:
+            out.append(f"… {len(value) - CLIP_ITEMS} more")
+        return out
+    if value is None or isinstance(value, (bool, int)):
+        return value
+    return clip(str(value), depth)
+
+
+def validation_errors(errors: Any) -> list[dict[str, Any]]:
+    """FastAPI's validation errors with each `input` and `ctx` clipped (see `clip`)."""
+    out = []
+    for error in errors:
+        error = dict(error)
+        for name in ("input", "ctx"):
+            if name in error:
+                error[name] = clip(jsonable_encoder(error[name]) if name == "ctx"
+                                   else error[name])
+        out.append(error)
+    return out
+
+
 def install(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": validation_errors(exc.errors())}, status_code=422)
+
+    @app.exception_handler(DataError)
+    async def _unstorable(_: Request, exc: DataError) -> JSONResponse:
+        # PostgreSQL refuses some values Python accepts (a NUL character in a string, an
+        # integer past 64 bits): bad input, and nothing was stored.
+        log.info("the database refused a value: %s", str(exc.orig).splitlines()[0][:200])
+        return JSONResponse({"detail": [{"loc": ["body"], "type": "value_error", "msg":
+                                         "a value the database cannot store (e.g. a NUL "
+                                         "character, or an integer over 64 bits)"}]},
+                            status_code=422)
+
     @app.exception_handler(DomainError)
     async def _domain_error(_: Request, exc: DomainError) -> JSONResponse:
         return JSONResponse({"detail": exc.detail}, status_code=status_of(exc),

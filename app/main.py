@@ -8,6 +8,7 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from app import errors, observability
+from app.bodies import BodyGuard
 from app.dashboard.router import router as dashboard_router
 from app.datasets.router import router as datasets_router
 from app.datasets.store import sweep_incoming
@@ -56,6 +57,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="trainserve", version="1.0.0", description=DESCRIPTION,
                   lifespan=lifespan)
     errors.install(app)
+    app.add_middleware(BodyGuard, max_bytes=settings.max_json_bytes)
     app.add_middleware(RateLimit, rate=settings.rate_limit_per_second,
                        burst=settings.rate_limit_burst)
     observability.install(app, settings.log_level)  # JSON logs, request ids, metrics

@@ -36,6 +36,16 @@ class TokenBuckets:
         return wait
 
 
+def key_identity(authorization: bytes) -> bytes:
+    """Who a request spends for: the hash of the key itself, however the header spells its
+    scheme (`Bearer`, `bearer`, `BEARER` all authenticate the same key, so they must share one
+    bucket). Other headers are refused as 401 downstream; they are counted as written."""
+    scheme, _, token = authorization.partition(b" ")
+    if scheme.lower() == b"bearer" and token:
+        return hashlib.sha256(b"key:" + token).digest()
+    return hashlib.sha256(b"header:" + authorization).digest()
+
+
 class RateLimit:
     """ASGI middleware; a rate of 0 turns it off."""
 
@@ -52,13 +62,15 @@ class RateLimit:
         if authorization is None:  # refused as 401 downstream, at no cost to anyone's bucket
             await self.app(scope, receive, send)
             return
-        wait = self.buckets.take(hashlib.sha256(authorization).digest(), time.monotonic())
+        wait = self.buckets.take(key_identity(authorization), time.monotonic())
         if wait == 0:
             await self.app(scope, receive, send)
             return
         retry_after = str(max(1, math.ceil(wait)))
-        body = json.dumps({"detail": f"too many requests for this API key; retry after "
-                           f"{retry_after} s"}).encode()
+        message = f"too many requests for this API key; retry after {retry_after} s"
+        # Each protocol's own error shape: v2 clients read `error`.
+        shape = "error" if scope["path"].startswith("/v2/") else "detail"
+        body = json.dumps({shape: message}).encode()
         await send({"type": "http.response.start", "status": 429, "headers": [
             (b"content-type", b"application/json"), (b"retry-after", retry_after.encode()),
             (b"content-length", str(len(body)).encode())]})

@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     resend_after_seconds: float = Field(
         60.0, gt=0, description="a queued job not taken this long after its send is sent again")
     max_upload_bytes: int = Field(256 * 1024 * 1024, ge=1)
+    # Any other request body (JSON, v2's binary tensors): 413 past this. 16 MiB holds 1,024
+    # flattened 28x28 examples as JSON, or 1,024 CIFAR-10 images as v2 binary FP32.
+    max_json_bytes: int = Field(16 * 1024 * 1024, ge=1024)
     max_queued_jobs_per_owner: int = Field(100, ge=1)
     log_level: str = "INFO"
 
@@ -52,8 +55,17 @@ class Settings(BaseSettings):
     # ...gathered for at most this long, and only while requests are arriving concurrently:
     # a lone request never waits.
     batch_delay_ms: float = Field(1.0, ge=0, le=50)
+    # One character prediction request (v1 `predict`, v2 `infer`) may ask for at most this
+    # many characters, and characters x vocabulary (what its forward pass computes) at most
+    # this many cells: past either it is a 413, before any work. The defaults take three
+    # 10,000-character texts on a 4,000-character vocabulary, and every v1 `predict`.
+    max_predict_chars: int = Field(100_000, ge=1)
+    max_predict_cells: int = Field(2**27, ge=1)
     # Threads for `generate` (a long sequential loop), apart from the batched predictions.
     generate_threads: int = Field(1, ge=1, le=64)
+    # `generate` requests one API key's owner may have queued or running at once (429 past
+    # it): long generations from one client cannot queue up ahead of everyone else's.
+    max_generate_per_key: int = Field(4, ge=1, le=1024)
     # How long an API key's owner and a (model, owner) lookup are reused without asking the
     # database: a revoked key stops working within this many seconds.
     lookup_cache_seconds: float = Field(2.0, ge=0, le=2)

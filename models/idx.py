@@ -1,6 +1,8 @@
 """The MNIST IDX format: a magic number naming the element type and rank, the dimensions,
 then the data, big-endian. Everything is checked before an array is made."""
 
+import math
+
 import numpy as np
 
 _DTYPES = {0x08: np.dtype(">u1"), 0x09: np.dtype(">i1"), 0x0B: np.dtype(">i2"),
@@ -24,7 +26,8 @@ def parse_idx(data: bytes, name: str = "IDX file") -> np.ndarray:
     if len(data) < header:
         raise IdxError(f"{name}: truncated in its header")
     dims = [int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(rank)]
-    expected = header + int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    # Python ints: 2^22 x 2^22 x 2^20 overflows int64 (to 0, which a short file matched).
+    expected = header + math.prod(dims) * dtype.itemsize
     if len(data) != expected:
         raise IdxError(f"{name}: holds {len(data)} bytes but its header promises {expected} "
                        f"(dimensions {dims}); the file is truncated or padded")

@@ -6,14 +6,18 @@ the body validated by pydantic straight from its bytes and the answer written as
 The OpenAPI document still shows its body, its answers and the Bearer key.
 """
 
-from typing import Annotated, TypeVar
+from collections.abc import Callable
+from functools import partial
+from typing import Annotated, Any, TypeVar
 
 import fastapi
 from fastapi import APIRouter, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 from starlette.requests import ClientDisconnect
 
+from app.bodies import PARSE_INLINE_BYTES
 from app.deps import OwnerDep, SessionDep, authenticate
 from app.errors import ClientGone
 from app.serving import service
@@ -33,10 +37,12 @@ from app.serving.schemas import (
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 _NOT_READY = {401: {"description": "no valid API key"},
+              429: {"description": "too many requests for this API key"},
               404: {"description": "no such model"},
               409: {"description": "the model is not ready (its job has not succeeded)"},
               422: {"description": "bad input, e.g. a character outside the vocabulary"}}
 Body = TypeVar("Body", bound=BaseModel)
+T = TypeVar("T")
 
 
 class JSONBytes(Response):
@@ -63,6 +69,14 @@ def parse_body(model: type[Body], raw: bytes) -> Body:
                                       for error in exc.errors(include_url=False)]) from None
 
 
+async def parse_large(parse: Callable[..., T], raw: bytes, *args: Any) -> T:
+    """`parse(raw, *args)`: on the event loop for small bodies (the hot path), in the
+    threadpool for large ones, which would hold every other request up for their parse."""
+    if len(raw) <= PARSE_INLINE_BYTES:
+        return parse(raw, *args)
+    return await run_in_threadpool(parse, raw, *args)
+
+
 @router.get("", summary="List models, newest first")
 def list_(session: SessionDep, owner: OwnerDep, limit: Annotated[int, Query(ge=1, le=200)] = 50,
           cursor: Annotated[str | None, Query(max_length=64)] = None) -> ModelPage:
@@ -82,7 +96,7 @@ async def predict(model_id: str, request: Request) -> Response:
     """Character models take `text` (and `top_k`); classifiers take `inputs`. Concurrent
     requests to one model are answered from one batched forward pass."""
     owner = await authenticate(request)
-    body = parse_body(PredictIn, await read_body(request))
+    body = await parse_large(partial(parse_body, PredictIn), await read_body(request))
     return JSONBytes(await service.predict(serving_of(request), owner=owner, model_id=model_id,
                                            body=body))
 
@@ -100,4 +114,5 @@ async def generate(model_id: str,
                    request: Request,
                    owner: OwnerDep) -> Response:
     return JSONBytes(await service.generate(serving_of(request), owner=owner,
-                                            model_id=model_id, body=body))
+                                            model_id=model_id, body=body,
+                                            gone=request.is_disconnected))

@@ -43,14 +43,19 @@ class Serving:
     cache: ModelCache
     batcher: MicroBatcher
     generators: ThreadPoolExecutor
+    # Texts too long for one batched pass (inference.is_long), run in pieces apart from it.
+    long_texts: ThreadPoolExecutor
     # (model id, owner id) -> the loaded model that owner may use: a hit skips the database.
     lookups: TTLCache[tuple[str, str], LoadedModel] = field(
         default_factory=lambda: TTLCache(0.0))
     loads: SingleFlight[tuple[str, str], LoadedModel] = field(default_factory=SingleFlight)
+    # Owner id -> its generate requests queued or running (touched on the event loop only).
+    generating: dict[str, int] = field(default_factory=dict)
 
     def stop(self) -> None:
         self.batcher.stop()
         self.generators.shutdown(wait=False, cancel_futures=True)
+        self.long_texts.shutdown(wait=False, cancel_futures=True)
 
 
 # How long a thread may keep the GIL while another waits for it. The inference thread needs
@@ -72,6 +77,8 @@ def start(settings: Settings, sessions: sessionmaker[Session]) -> Serving:
                              max_delay=settings.batch_delay_ms / 1000,
                              setup=lambda: configure_torch(threads)).start(),
         generators=ThreadPoolExecutor(settings.generate_threads, thread_name_prefix="generate",
+                                      initializer=configure_torch, initargs=(threads,)),
+        long_texts=ThreadPoolExecutor(1, thread_name_prefix="long-texts",
                                       initializer=configure_torch, initargs=(threads,)),
         lookups=TTLCache(settings.lookup_cache_seconds))
     for model_id in settings.warm_models:

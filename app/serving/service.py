@@ -8,6 +8,8 @@ written as JSON bytes directly. The database is consulted only when a lookup is 
 
 import asyncio
 import json
+import threading
+from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
 
@@ -16,7 +18,7 @@ from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.errors import conflict, invalid, not_found
+from app.errors import ClientGone, OverLimit, TooLarge, conflict, invalid, not_found
 from app.jobs.service import scoped
 from app.serving import inference
 from app.serving.cache import LoadedModel
@@ -88,14 +90,42 @@ async def next_chars(serving: Serving, model: LoadedModel, queries: list[CharQue
     """Each query answered through the micro-batcher, together with concurrent requests."""
     run = partial(inference.next_chars, model.predictor)
     key = (id(model), "char")
-    if len(queries) == 1:
+    vocab_size = len(model.vocab)
+    if len(queries) == 1 and not inference.is_long(queries[0], vocab_size):
         return [await serving.batcher.submit(key, run, queries[0])]
-    return list(await asyncio.gather(*(serving.batcher.submit(key, run, q) for q in queries)))
+
+    async def answer(query: CharQuery) -> CharAnswer:
+        if inference.is_long(query, vocab_size):
+            # In pieces, on a thread of its own: not the batching thread's to hold up.
+            return await asyncio.get_running_loop().run_in_executor(
+                serving.long_texts, partial(inference.long_next_chars, model.module, query))
+        return await serving.batcher.submit(key, run, query)
+    return list(await asyncio.gather(*(answer(q) for q in queries)))
 
 
-async def classify(serving: Serving, model: LoadedModel, inputs: torch.Tensor) -> torch.Tensor:
-    return await serving.batcher.submit((id(model), "classify"),
-                                        partial(inference.classify, model.module), inputs)
+def check_work(serving: Serving, model: LoadedModel, lengths: list[int], field: str) -> None:
+    """Refuse, before any work, a request whose characters (or characters x vocabulary, what
+    a forward pass computes) are over the settings' bounds: 413."""
+    settings = serving.settings
+    chars = sum(lengths)
+    cells = chars * len(model.vocab)
+    if chars > settings.max_predict_chars or cells > settings.max_predict_cells:
+        raise TooLarge(f"{field}: {chars:,} characters on a {len(model.vocab):,}-character "
+                       f"vocabulary is over this server's bound for one request "
+                       f"({settings.max_predict_chars:,} characters and "
+                       f"{settings.max_predict_cells:,} characters x vocabulary)")
+
+
+async def classify(serving: Serving, model: LoadedModel, inputs: torch.Tensor,
+                   field: str = "inputs") -> torch.Tensor:
+    probs = await serving.batcher.submit((id(model), "classify"),
+                                         partial(inference.classify, model.module), inputs)
+    # Finite inputs can still overflow inside the model (3e38 times a weight is inf, and
+    # softmax of inf is NaN): such an answer is no answer, and NaN is not JSON either.
+    if not bool(probs.isfinite().all()):
+        raise invalid(field, "values too large for this model: its outputs overflow; "
+                      "scale the inputs as in training")
+    return probs
 
 
 def check_width(model: LoadedModel, rows: list[list[float]], field: str) -> None:
@@ -116,6 +146,7 @@ async def predict(serving: Serving, *, owner: Owner, model_id: str, body: Predic
     if model.task == "char":
         if body.text is None:
             raise invalid("text", "a character model needs `text`")
+        check_work(serving, model, [len(body.text)], "text")
         query = CharQuery(ids=encode(model, body.text, "text"), top_k=body.top_k)
         [answer] = await next_chars(serving, model, [query])
         vocab = model.vocab
@@ -136,14 +167,41 @@ async def predict(serving: Serving, *, owner: Owner, model_id: str, body: Predic
         for label, row in zip(labels, probs.tolist(), strict=True)]})
 
 
-async def generate(serving: Serving, *, owner: Owner, model_id: str, body: GenerateIn) -> bytes:
+# How often a running `generate` asks whether its client is still there.
+DISCONNECT_POLL_SECONDS = 0.1
+
+
+async def generate(serving: Serving, *, owner: Owner, model_id: str, body: GenerateIn,
+                   gone: Callable[[], Awaitable[bool]] | None = None) -> bytes:
+    """Sampled text. At most `max_generate_per_key` of an owner's requests are queued or
+    running at once (more: 429), and the loop stops within a step once `gone()` says the
+    client has left: ten abandoned long requests must not hold up the next one."""
     model = await resolve(serving, owner=owner, model_id=model_id)
     if model.task != "char":
         raise conflict("generate needs a character model; this one is a classifier")
     prompt = encode(model, body.prompt, "prompt")
-    # A long sequential loop: on its own bounded threads, so predictions keep batching.
-    ids = await asyncio.get_running_loop().run_in_executor(serving.generators, partial(
-        inference.generate, model.module, prompt, body.max_chars, body.temperature,
-        body.top_k, body.seed))
+    limit = serving.settings.max_generate_per_key
+    if serving.generating.get(owner.id, 0) >= limit:
+        raise OverLimit(f"at most {limit} generate requests per API key at once; "
+                        f"retry when one has finished", headers={"Retry-After": "1"})
+    serving.generating[owner.id] = serving.generating.get(owner.id, 0) + 1
+    stop = threading.Event()
+    try:
+        # A long sequential loop: on its own bounded threads, so predictions keep batching.
+        future = asyncio.get_running_loop().run_in_executor(serving.generators, partial(
+            inference.generate, model.module, prompt, body.max_chars, body.temperature,
+            body.top_k, body.seed, stop))
+        while True:
+            done, _ = await asyncio.wait({future}, timeout=DISCONNECT_POLL_SECONDS)
+            if done:
+                break
+            if gone is not None and await gone():
+                raise ClientGone("the client closed the request")
+        ids = future.result()
+    finally:
+        stop.set()  # whatever ended this request (the client, a cancellation) ends the loop
+        left = serving.generating.pop(owner.id) - 1
+        if left:
+            serving.generating[owner.id] = left
     vocab = model.vocab
     return _json({"model_id": model.model_id, "text": "".join([vocab[i] for i in ids])})

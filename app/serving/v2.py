@@ -8,6 +8,7 @@ default. Character models take a BYTES tensor `text` of N texts; classifiers an 
 """
 
 import json
+import math
 import struct
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from app.bodies import check_finite_json
 from app.errors import BadRequest
 from app.serving import service
 from app.serving.cache import LoadedModel
@@ -65,8 +67,12 @@ def parse(body: bytes, header_length: str | None) -> InferRequest:
         raise bad(f"{HEADER_LENGTH} must be an integer") from None
     if not 0 <= split <= len(body):
         raise bad(f"{HEADER_LENGTH} is past the end of the body")
+    header = bytes(body[:split])
+    reason = check_finite_json(header)  # JSON bodies were checked already; binary ones not
+    if reason is not None:
+        raise bad(f"the request holds {reason}")
     try:
-        request = json.loads(body[:split])
+        request = json.loads(header)
     except (ValueError, UnicodeDecodeError) as exc:
         raise bad(f"the request is not JSON: {exc}") from None
     if not isinstance(request, dict) or not isinstance(request.get("inputs"), list):
@@ -85,8 +91,8 @@ def parse(body: bytes, header_length: str | None) -> InferRequest:
             array = _from_json(tensor["data"], datatype, name)
         else:
             raise bad(f"input {name!r} has neither `data` nor binary data")
-        if array.size != int(np.prod(shape)):
-            raise bad(f"input {name!r}: shape {shape} needs {int(np.prod(shape))} values, "
+        if array.size != math.prod(shape):  # Python ints: no overflow to a small size
+            raise bad(f"input {name!r}: shape {shape} needs {math.prod(shape)} values, "
                       f"got {array.size}")
         inputs[name] = array.reshape(shape)
     params = request.get("parameters") or {}
@@ -111,7 +117,7 @@ def _tensor_header(tensor: Any, index: int) -> tuple[str, str, list[int], dict[s
     if datatype not in DTYPES:
         raise bad(f"input {name!r}: unknown datatype {datatype!r}")
     if (not isinstance(shape, list) or len(shape) > 8
-            or not all(isinstance(d, int) and 0 <= d <= 2**31 for d in shape)):
+            or not all(type(d) is int and 0 <= d <= 2**31 for d in shape)):  # no bools
         raise bad(f"input {name!r}: `shape` must be a list of non-negative integers")
     params = tensor.get("parameters") or {}
     if not isinstance(params, dict):
@@ -164,7 +170,12 @@ async def infer(serving: Serving, model: LoadedModel, request: InferRequest
         texts = _only_input(request, "text", "BYTES").reshape(-1)
         if len(texts) > MAX_INPUTS:
             raise bad(f"input 'text': at most {MAX_INPUTS} texts per request")
-        queries = [CharQuery(ids=_encode(model, item, n), top_k=1) for n, item in enumerate(texts)]
+        decoded = [_decode(item, n) for n, item in enumerate(texts)]
+        service.check_work(serving, model, [len(t) for t in decoded], "input 'text'")
+        # The per-position `sequence` costs an argmax over every position: only when asked.
+        sequence = request.outputs is None or "sequence" in request.outputs
+        queries = [CharQuery(ids=_encode(model, text, n), top_k=1, sequence=sequence)
+                   for n, text in enumerate(decoded)]
         answers = await service.next_chars(serving, model, queries)
         vocab = model.vocab
         probs = (torch.stack([a.probs for a in answers]).numpy() if answers
@@ -187,7 +198,7 @@ async def infer(serving: Serving, model: LoadedModel, request: InferRequest
     if examples.shape[0] == 0:
         probs = torch.zeros(0, len(model.info["classes"]))
     else:
-        probs = await service.classify(serving, model, examples)
+        probs = await service.classify(serving, model, examples, field="input")
     return {"label": ("INT64", probs.argmax(-1).numpy()), "probs": ("FP32", probs.numpy())}
 
 
@@ -200,11 +211,14 @@ def _only_input(request: InferRequest, name: str, datatype: str | None) -> np.nd
     return array
 
 
-def _encode(model: LoadedModel, item: bytes, index: int) -> list[int]:
+def _decode(item: bytes, index: int) -> str:
     try:
-        text = item.decode()
+        return item.decode()
     except UnicodeDecodeError:
         raise bad(f"input 'text'[{index}] is not UTF-8") from None
+
+
+def _encode(model: LoadedModel, text: str, index: int) -> list[int]:
     if not 1 <= len(text) <= MAX_TEXT:
         raise bad(f"input 'text'[{index}]: texts need 1 to {MAX_TEXT} characters")
     unknown = sorted({c for c in text if c not in model.lookup})

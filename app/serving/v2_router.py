@@ -15,7 +15,7 @@ from sqlalchemy import text
 from app.deps import OwnerDep, authenticate
 from app.errors import DomainError, status_of
 from app.serving import service, v2
-from app.serving.router import JSONBytes, read_body, serving_of
+from app.serving.router import JSONBytes, parse_large, read_body, serving_of
 from app.serving.routing import DirectRoute
 from app.serving.schemas import V2InferIn, V2InferOut, V2ModelMeta, json_body
 from core.db.tables import Owner
@@ -106,7 +106,8 @@ async def infer(model_id: str, request: Request) -> Response:
     names the JSON part's length; raw tensors follow it)."""
     owner = await authenticate(request)
     serving = serving_of(request)
-    parsed = v2.parse(await read_body(request), request.headers.get(v2.HEADER_LENGTH))
+    parsed = await parse_large(v2.parse, await read_body(request),
+                               request.headers.get(v2.HEADER_LENGTH))
     model = await service.resolve(serving, owner=owner, model_id=model_id)
     body, header_length = v2.encode_response(model_id, parsed,
                                              await v2.infer(serving, model, parsed))

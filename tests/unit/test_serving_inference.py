@@ -220,3 +220,43 @@ def test_a_onednn_layer_that_disagrees_is_not_used(
                                                for t in texts(7, [5] * 6)])
     for a, b in zip(answers, expected, strict=True):
         torch.testing.assert_close(a.probs, b.probs)
+
+
+def test_generate_with_a_vanishing_temperature_is_greedy() -> None:
+    model = char_model()
+    greedy = inference.generate(model, [0], max_chars=30, temperature=1.0, top_k=1, seed=0)
+    for temperature in (1e-300, 1e-45, 1e-10):
+        assert inference.generate(model, [0], max_chars=30, temperature=temperature,
+                                  top_k=None, seed=3) == greedy
+
+
+@pytest.mark.parametrize(("cell", "embedding_dim"), [("lstm", None), ("gru", None),
+                                                     ("rnn", 4)])
+def test_a_long_text_in_pieces_answers_as_one_pass(cell: str, embedding_dim: int | None,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    model = char_model(cell, embedding_dim)
+    [text] = texts(7, [100])
+    query = CharQuery(ids=text, top_k=3)
+    [whole] = inference.next_chars(CharPredictor(model).eval(), [query])
+    monkeypatch.setattr(inference, "CHUNK_CELLS", 7 * 13)  # pieces of 13 positions
+    pieces = inference.long_next_chars(model, query)
+    assert pieces.sequence == whole.sequence
+    torch.testing.assert_close(pieces.probs, whole.probs, rtol=1e-5, atol=1e-6)
+    assert [i for i, _ in pieces.top] == [i for i, _ in whole.top]
+    unasked = inference.long_next_chars(model, CharQuery(ids=text, top_k=3, sequence=False))
+    assert unasked.sequence == []
+    torch.testing.assert_close(unasked.probs, whole.probs, rtol=1e-5, atol=1e-6)
+
+
+def test_a_batch_over_its_memory_bound_runs_as_several_passes(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    predictor = CharPredictor(char_model()).eval()
+    queries = [CharQuery(ids=t, top_k=2) for t in texts(7, [5, 40, 3, 40, 8, 1])]
+    together = inference.next_chars(predictor, queries)
+    monkeypatch.setattr(inference, "BATCH_CELLS", 7 * 80)  # at most 80 padded positions
+    assert [len(p) for p in inference._passes(queries, 7)] == [2, 2, 2]
+    assert inference.is_long(CharQuery(ids=[0] * 81, top_k=1), 7)
+    split = inference.next_chars(predictor, queries)
+    for a, b in zip(together, split, strict=True):
+        assert a.sequence == b.sequence
+        torch.testing.assert_close(a.probs, b.probs, rtol=1e-5, atol=1e-6)

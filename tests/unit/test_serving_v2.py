@@ -62,6 +62,12 @@ def test_binary_tensors_follow_the_json_header() -> None:
      b'"parameters": {"binary_data_size": 8}}]}', "whole", "past the end"),
     (b'{"inputs": []}', "999", "past the end"),
     (b'{"inputs": []}', "x", "integer"),
+    (b'{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [NaN]}]}', "whole",
+     "not finite"),
+    (b'{"inputs": [{"name": "x", "shape": [2147483648, 2147483648, 4], "datatype": "FP32", '
+     b'"data": []}]}', None, "needs 18446744073709551616 values"),
+    (b'{"inputs": [{"name": "x", "shape": [true], "datatype": "FP32", "data": [1]}]}', None,
+     "shape"),
 ])
 def test_malformed_requests_are_400(body: bytes, header: str | None, says: str) -> None:
     with pytest.raises(DomainError) as caught:
