@@ -1,7 +1,9 @@
 """Checked example arrays: what every dataset format parses into, and the checks they share.
 
 Images are kept as uint8 where they came as bytes and scaled to [0, 1] as float32 only when
-loaded (`to_float`); float input must already lie in [0, 1]. CSV features are used as given.
+loaded (`to_float`). Floats (npz features or pixels, CSV features) are used as given, in any
+range: standardized features (mean 0, std 1) are the norm for tabular data. Only NaN and
+infinities are refused, since no model can train on them.
 """
 
 from dataclasses import dataclass
@@ -22,7 +24,7 @@ class Limits:
 
 @dataclass
 class Images:
-    x: np.ndarray  # (N, *shape): uint8 pixels, or float32 already in [0, 1] (or CSV features)
+    x: np.ndarray  # (N, *shape): uint8 pixels, or float32 features used as they are
     y: np.ndarray  # int64 class indices
     classes: list[str]
     x_test: np.ndarray | None = None
@@ -63,17 +65,14 @@ def check_pixels(x: np.ndarray, what: str) -> np.ndarray:
     if x.dtype.kind in "iu":
         if x.size and (x.min() < 0 or x.max() > 255):
             raise FormatError(f"{what} holds integers outside 0..255; send uint8 pixels or "
-                              "floats scaled to [0, 1]")
+                              "float features")
         return x.astype(np.uint8)
     if x.dtype.kind == "f":
         x = x.astype(np.float32, copy=False)
-        if not np.isfinite(x).all():
-            raise FormatError(f"{what} holds NaN or infinite values")
-        if x.size and (x.min() < 0 or x.max() > 1):
-            raise FormatError(f"{what} holds floats outside [0, 1]; scale them, or send uint8 "
-                              "pixels (they are divided by 255)")
-        return x
-    raise FormatError(f"{what} has dtype {x.dtype}; send uint8 pixels or floats in [0, 1]")
+        if not np.isfinite(x).all():  # also a float64 beyond float32's range, now infinite
+            raise FormatError(f"{what} holds NaN or infinite values (as float32)")
+        return x  # any finite range: features are the model's input as they are
+    raise FormatError(f"{what} has dtype {x.dtype}; send uint8 pixels or float features")
 
 
 def check_examples(x: np.ndarray, what: str, limits: Limits) -> np.ndarray:

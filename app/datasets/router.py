@@ -18,9 +18,9 @@ optionally `name` and the format's own fields. The body is streamed to disk and 
 completely before anything is recorded.
 
 - `text`: a UTF-8 corpus for character models (or `encoding`); the last 10% is held out.
-- `npz`: arrays `x` (N, features), (N, H, W) or (N, C, H, W), uint8 pixels or floats in
-  [0, 1]; `y` integer labels; optional `classes` (strings), `x_test` and `y_test`. Loaded
-  without pickle.
+- `npz`: arrays `x` (N, features), (N, H, W) or (N, C, H, W), uint8 pixels (divided by
+  255) or finite floats (used as they are, e.g. standardized features); `y` integer labels;
+  optional `classes` (strings), `x_test` and `y_test`. Loaded without pickle.
 - `idx`: MNIST IDX images and labels, raw or gzipped: either `file` = images and `labels` =
   labels, or `file` = a tar (or .tar.gz) holding both, plus optionally a `t10k`/`test` pair.
 - `cifar10-bin`: CIFAR-10 binary records (1 label byte + 3,072 pixel bytes), one batch file

@@ -275,8 +275,14 @@ def test_npz_labels_out_of_range(tmp_path: Path, y: np.ndarray, classes: np.ndar
 
 def test_npz_values_dtypes_and_shapes(tmp_path: Path) -> None:
     x, y = files.pattern_images(4)
-    assert "outside [0, 1]" in str(refused(tmp_path, "npz", files.npz(x=x * 2.0, y=y)))
     assert "NaN" in str(refused(tmp_path, "npz", files.npz(x=np.full((4, 3), np.nan), y=y)))
+    assert "infinite" in str(refused(tmp_path, "npz", files.npz(
+        x=np.array([[0.0, np.inf]] * 4), y=y)))
+    # float64 beyond float32's range would train as infinities: refused the same way.
+    assert "infinite" in str(refused(tmp_path, "npz", files.npz(
+        x=np.array([[0.0, 1e300]] * 4), y=y)))
+    assert "outside 0..255" in str(refused(tmp_path, "npz", files.npz(
+        x=np.full((4, 3), 256, dtype=np.int32), y=y)))
     assert "4 labels for 3" in str(refused(tmp_path, "npz", files.npz(x=x[:3], y=y)))
     assert "integer class" in str(refused(tmp_path, "npz", files.npz(x=x, y=y * 1.0)))
     assert "not a readable .npz" in str(refused(tmp_path, "npz", b"PK\x03\x04 nonsense"))
@@ -346,3 +352,27 @@ def test_csv_malformed(tmp_path: Path) -> None:
     assert refused(tmp_path, "csv", b"a,b\n1,2\n", label_column="nope").field == "label_column"
     assert refused(tmp_path, "csv", b"1,2,3\n0,2,3\n", shape="5,5").field == "shape"
     assert "is empty" in str(refused(tmp_path, "csv", b"\n\n"))
+
+
+def test_float_features_in_any_finite_range_are_kept_as_they_are(tmp_path: Path) -> None:
+    """Standardized tabular features (mean 0, std 1) are the norm: neither refused nor
+    rescaled. uint8 pixels are still divided by 255 when loaded."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((40, 5)).astype(np.float32) * 3.0
+    y = (x[:, 0] > 0).astype(np.int64)
+    parsed = parse(tmp_path, "npz", files.npz(x=x, y=y))
+    assert isinstance(parsed, Images) and parsed.x.dtype == np.float32
+    assert np.array_equal(parsed.x, x) and parsed.x.min() < 0 and parsed.x.max() > 1
+    assert np.array_equal(formats.to_float(parsed.x), x)
+    pixels, labels = files.pattern_images(4)
+    stored = parse(tmp_path, "npz", files.npz(x=pixels, y=labels))
+    assert isinstance(stored, Images) and stored.x.dtype == np.uint8
+    assert np.allclose(formats.to_float(stored.x).ravel(), pixels.ravel() / 255.0)
+
+    rows = b"label,a,b\n0,-3.5,120.25\n1,2.0,-0.001\n"
+    table = parse(tmp_path, "csv", rows)
+    assert isinstance(table, Images)
+    assert np.allclose(table.x, [[-3.5, 120.25], [2.0, -0.001]])
+    for bad in (b"label,a\n0,nan\n1,1\n", b"label,a\n0,inf\n1,1\n",
+                b"label,a\n0,-Infinity\n1,1\n"):
+        assert "NaN or infinite" in str(refused(tmp_path, "csv", bad))
