@@ -17,6 +17,7 @@ from pathlib import Path
 import migrations
 from app import client as api
 from app.keys.service import any_owner, create_key, list_keys, revoke_key
+from core.broker import broker_problem, make_sender
 from core.config import get_settings
 from core.db.engine import make_engine, make_sessionmaker, session_scope
 from core.db.migrate import upgrade
@@ -84,6 +85,12 @@ def worker_argv(queues: str, concurrency: int | None, pool: str) -> list[str]:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    # A broker that cannot be loaded or reached is said in one line, not a Celery traceback
+    # (or minutes of Celery's retries at start); a supervisor restarts the worker later.
+    problem = broker_problem(make_sender(get_settings()))
+    if problem:
+        print(f"trainserve worker: cannot start: {problem}", file=sys.stderr)
+        return 1
     # Lets the parent ask whether CUDA exists without initialising it, which would leave
     # its forked training children unable to use the GPU.
     os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")

@@ -11,7 +11,7 @@ from prometheus_client.metrics_core import Metric
 from sqlalchemy import func, select, text
 
 from app.observability import batcher_stats
-from core.broker import broker_reachable
+from core.broker import broker_problem
 from core.db.tables import Job
 
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
@@ -26,13 +26,18 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz", summary="Database and broker reachable (503 otherwise)",
-            responses={503: {"description": "the database or the broker is unreachable"}})
+            responses={503: {"description": "the database or the broker is unreachable; "
+                             "`reasons` says why, naming the broker"}})
 def readyz(request: Request) -> JSONResponse:
     state = request.app.state
-    checks = {"database": _database_ok(request), "broker": broker_reachable(state.sender)}
-    ready = all(checks.values())
-    body = {"status": "ready" if ready else "unavailable",
-            "checks": {name: "ok" if ok else "unreachable" for name, ok in checks.items()}}
+    problems = {"database": None if _database_ok(request) else "the database is unreachable",
+                "broker": broker_problem(state.sender)}
+    ready = not any(problems.values())
+    body: dict[str, object] = {
+        "status": "ready" if ready else "unavailable",
+        "checks": {name: "unreachable" if why else "ok" for name, why in problems.items()}}
+    if not ready:  # e.g. "cannot load the broker's transport for redis://...: No module ..."
+        body["reasons"] = {name: why for name, why in problems.items() if why}
     return JSONResponse(body, status_code=200 if ready else 503)
 
 

@@ -24,6 +24,7 @@ from app.singleflight import SingleFlight
 from core.broker import make_sender
 from core.config import Settings, get_settings
 from core.db.engine import make_engine, make_sessionmaker
+from core.dispatch import Resender
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         swept = await run_in_threadpool(sweep_incoming, settings)
         if swept:
             log.info("removed %d abandoned upload parts", swept)
+        # Jobs whose send failed (the broker was down) are sent again from here once it
+        # answers, so that an outage heals even with no worker alive to reconcile.
+        resender = Resender(app.state.sessions, app.state.sender, settings.reconcile_seconds)
+        resender.start()
         yield
+        resender.stop()
         app.state.serving.stop()
         engine.dispose()
 

@@ -6,9 +6,11 @@ and nothing else: it is a wake-up call, and the job row is the record.
 
 import logging
 from typing import Any
+from urllib.parse import urlparse
 
 from celery import Celery
 from kombu import Queue
+from kombu.utils.url import maybe_sanitize_url
 
 from core import embedded_broker
 from core.config import Settings
@@ -55,22 +57,41 @@ def make_sender(settings: Settings) -> Celery:
     return sender
 
 
-def send_train(sender: Celery, job_id: str, queue: str) -> bool:
-    """Send the wake-up call; False if the broker is unreachable (the reconciler resends)."""
+def _safe_url(sender: Celery) -> str:
+    url = str(sender.conf.broker_url or "")
+    return maybe_sanitize_url(url) if url else "the embedded broker"
+
+
+def describe_failure(sender: Celery, exc: BaseException) -> str:
+    """One line an operator can act on, naming the broker (its password masked)."""
+    url = _safe_url(sender)
+    if isinstance(exc, ImportError):  # a transport whose own imports are not installed
+        text = f"cannot load the broker's transport for {url}: {exc}"
+    else:
+        text = f"the broker at {url} is unreachable: {exc or type(exc).__name__}"
+    password = urlparse(str(sender.conf.broker_url or "")).password
+    if password:
+        text = text.replace(password, "**")
+    return " ".join(text.split())[:300]
+
+
+def send_wakeup(sender: Celery, job_id: str, queue: str) -> str | None:
+    """Send a job's wake-up call. None once sent; else why not, in one line (the job stays
+    queued, and core/dispatch.py sends it again once the broker answers)."""
     try:
         sender.send_task(TRAIN_TASK, args=[job_id], queue=queue, routing_key=queue,
                          retry=True, retry_policy={"max_retries": 2, "interval_start": 0,
                                                    "interval_step": 0.2, "interval_max": 0.5})
-    except Exception as exc:  # kombu raises a zoo of transport errors here
-        log.warning("could not send job %s to the broker: %s", job_id, type(exc).__name__)
-        return False
-    return True
+    except Exception as exc:  # kombu raises a zoo of transport errors here, and ImportError
+        return describe_failure(sender, exc)
+    return None
 
 
-def broker_reachable(sender: Celery) -> bool:
+def broker_problem(sender: Celery) -> str | None:
+    """None if the broker answers; else why not (unreachable, or its transport unloadable)."""
     try:
         with sender.connection_for_write() as conn:
-            conn.ensure_connection(max_retries=1, timeout=2)
-    except Exception:
-        return False
-    return True
+            conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0.2, timeout=2)
+    except Exception as exc:
+        return describe_failure(sender, exc)
+    return None

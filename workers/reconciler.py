@@ -3,7 +3,8 @@
 It runs as a thread in every worker's main process; a lease on the `reconciler` lock row
 makes exactly one of them act at a time. Each pass it
 - sends again every queued job whose message was lost or never sent (broker restart, a
-  crash between commit and send), and
+  crash between commit and send) through core/dispatch.py, which the API also runs for the
+  jobs whose first send failed, and
 - takes back every running job whose lease expired (its worker died), so it resumes from
   its last checkpoint elsewhere.
 It also records this worker as alive, so the API can route `device: auto` to a GPU.
@@ -22,11 +23,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
-from core.broker import send_train
 from core.config import Settings
 from core.db.engine import make_engine, session_scope
 from core.db.liveness import gpu_worker_alive
 from core.db.tables import Job, Lock, WorkerSeen, utcnow
+from core.dispatch import resend_queued
 
 log = logging.getLogger(__name__)
 LOCK = "reconciler"
@@ -133,16 +134,4 @@ class Reconciler:
 
     def _resend_queued(self) -> None:
         stale = utcnow() - timedelta(seconds=self.settings.resend_after_seconds)
-        with session_scope(self.sessions) as session:
-            jobs = session.execute(
-                select(Job.id, Job.queue).where(
-                    Job.status == "queued", or_(Job.sent_at.is_(None), Job.sent_at < stale))
-                .order_by(Job.id).limit(500)).all()
-        for job_id, queue in jobs:
-            if not send_train(self.sender, job_id, queue):
-                return
-            with session_scope(self.sessions) as session:
-                session.execute(update(Job).where(Job.id == job_id, Job.status == "queued")
-                                .values(sent_at=utcnow())
-                                .execution_options(synchronize_session=False))
-            log.info("job %s sent again", job_id)
+        resend_queued(self.sessions, self.sender, stale_before=stale)

@@ -23,6 +23,10 @@ class JobOut(BaseModel):
     metrics: dict[str, Any] | None = Field(description="the latest epoch's metrics")
     attempts: int
     error: str | None
+    waiting_reason: str | None = Field(
+        None, description="why a queued job has not yet been handed to the broker (it is "
+        "unreachable, or cannot be loaded); it is sent again by itself once the broker answers, "
+        "and this is null again. Null while it waits for a free worker as usual")
     failure_kind: Literal["user", "infrastructure"] | None = Field(
         None, description="whose fault a failure was: the job's own (its data, spec or limits; "
         "never retried) or the infrastructure's (workers lost; retried up to a cap)")

@@ -10,11 +10,11 @@ from sqlalchemy.orm import Session
 from app.datasets.service import lock_for_job, resolve_dataset
 from app.errors import OverLimit, conflict, invalid, not_found
 from app.jobs.schemas import JobOut, Progress
-from core.broker import send_train
 from core.config import Settings
 from core.db.liveness import gpu_worker_alive
 from core.db.pages import newest_first
 from core.db.tables import Checkpoint, EpochMetric, Job, Owner, TrainedModel, utcnow
+from core.dispatch import send_new
 from models import memory, registry
 from models.spec import MAX_PARAMETERS, JobSpec
 
@@ -131,10 +131,10 @@ def create_job(*, session: Session, sender: Celery, settings: Settings, owner: O
         existing = session.execute(select(Job).where(
             Job.owner_id == owner.id, Job.idempotency_key == idempotency_key)).scalar_one()
         return existing, False
-    # The row is the record; a lost send is repaired by the reconciler, never by the client.
-    if send_train(sender, job.id, job.queue):
-        session.execute(update(Job).where(Job.id == job.id).values(sent_at=utcnow()))
-        session.commit()
+    # The row is the record; a failed send leaves the job queued with its waiting_reason,
+    # and core/dispatch.py sends it again once the broker answers, never the client.
+    send_new(session, sender, job.id, job.queue)
+    session.refresh(job)
     return job, True
 
 
@@ -168,6 +168,7 @@ def to_out(job: Job, model_id: str | None) -> JobOut:
         progress=Progress(epoch=job.epoch, epochs=job.epochs,
                           fraction=round(job.epoch / job.epochs, 6) if job.epochs else 0.0),
         metrics=job.latest_metrics, attempts=job.attempts, error=job.error,
+        waiting_reason=job.waiting_reason if job.status == "queued" else None,
         failure_kind=job.failure_kind, model_id=model_id,
         device=job.device_used, queue=job.queue, cancel_requested=job.cancel_requested,
         created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at)

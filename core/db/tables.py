@@ -122,6 +122,8 @@ class Job(Base):
     lease_expires_at: Mapped[datetime | None]
     device_used: Mapped[str | None] = mapped_column(String(64))
     sent_at: Mapped[datetime | None]
+    # Why a queued job has not been handed to the broker (core/dispatch.py); null once sent.
+    waiting_reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]

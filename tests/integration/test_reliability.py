@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from core.broker import make_sender, send_train
+from core.broker import make_sender, send_wakeup
 from core.config import Settings
 from tests.integration.service import Service, poll
 from tests.integration.specs import long_lstm, small_mlp
@@ -49,7 +49,7 @@ def test_the_same_message_twice_runs_one_trainer(service: Service) -> None:
         with service.client() as client:
             job = client.post("/v1/jobs", json=small_mlp(epochs=30)).json()
             sender = make_sender(_settings(service))
-            assert send_train(sender, job["id"], "cpu")  # a duplicate delivery, at once
+            assert send_wakeup(sender, job["id"], "cpu") is None  # a duplicate, at once
             done = service.wait_job(client, job["id"])
             assert done["status"] == "succeeded" and done["attempts"] == 1
             epochs = [r["epoch"] for r in client.get(f"/v1/jobs/{job['id']}/metrics"

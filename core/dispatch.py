@@ -1,0 +1,112 @@
+"""Handing queued jobs to the broker: the first send, and every send again.
+
+The job row is the record and the message only a wake-up call (DESIGN.md, invariant 1). A
+send that fails leaves the job `queued` with `waiting_reason` saying why (the broker is
+unreachable, or its transport cannot be loaded); `resend_queued` sends it again once the
+broker answers, and clears the reason. Two kinds of process call it: the API, for the jobs
+whose first send failed (so a broker outage heals without any worker alive), and the
+workers' reconciler, which also resends messages that were sent but lost. Each resend is
+first claimed with one conditional UPDATE, so processes resending at once send a job once.
+"""
+
+import logging
+import threading
+from datetime import datetime
+
+from celery import Celery
+from sqlalchemy import ColumnElement, or_, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from core.broker import send_wakeup
+from core.db.engine import session_scope
+from core.db.tables import Job, utcnow
+
+log = logging.getLogger(__name__)
+RESEND_BATCH = 500
+
+
+def record_send(session: Session, job_id: str, reason: str | None) -> None:
+    """After a send: the time it went, or why it did not (the job stays queued)."""
+    values: dict[str, object] = ({"sent_at": utcnow(), "waiting_reason": None}
+                                 if reason is None else {"waiting_reason": reason})
+    session.execute(update(Job).where(Job.id == job_id, Job.status == "queued")
+                    .values(**values).execution_options(synchronize_session=False))
+
+
+def send_new(session: Session, sender: Celery, job_id: str, queue: str) -> str | None:
+    """The first send of a job whose row is committed. None once sent; else the reason,
+    which the job now carries until a resend succeeds."""
+    reason = send_wakeup(sender, job_id, queue)
+    if reason is not None:
+        log.warning("job %s is queued but not yet sent: %s", job_id, reason)
+    record_send(session, job_id, reason)
+    session.commit()
+    return reason
+
+
+def _sent_as(was: datetime | None) -> ColumnElement[bool]:
+    return Job.sent_at.is_(None) if was is None else Job.sent_at == was
+
+
+def resend_queued(sessions: sessionmaker[Session], sender: Celery, *,
+                  stale_before: datetime | None = None) -> int:
+    """Send again the queued jobs never sent, and (given `stale_before`) those sent before
+    then that no worker took. Stops at the first failure, which says the broker is down for
+    the rest too. Returns how many were sent."""
+    unsent = Job.sent_at.is_(None)
+    due = unsent if stale_before is None else or_(unsent, Job.sent_at < stale_before)
+    with session_scope(sessions) as session:
+        jobs = session.execute(
+            select(Job.id, Job.queue, Job.sent_at, Job.waiting_reason)
+            .where(Job.status == "queued", due).order_by(Job.id).limit(RESEND_BATCH)).all()
+    sent = 0
+    for job_id, queue, was, old_reason in jobs:
+        with session_scope(sessions) as session:  # claim it: nobody else resends it now
+            claimed = session.execute(
+                update(Job).where(Job.id == job_id, Job.status == "queued", _sent_as(was))
+                .values(sent_at=utcnow()).execution_options(synchronize_session=False)
+            ).rowcount
+        if not claimed:
+            continue
+        reason = send_wakeup(sender, job_id, queue)
+        with session_scope(sessions) as session:
+            if reason is None:
+                record_send(session, job_id, None)
+            else:  # back as it was, so that the next pass (here or elsewhere) tries again
+                session.execute(update(Job).where(Job.id == job_id, Job.status == "queued")
+                                .values(sent_at=was, waiting_reason=reason)
+                                .execution_options(synchronize_session=False))
+        if reason is not None:
+            # Once per outage and job, not at every pass.
+            (log.info if reason == old_reason else log.warning)(
+                "job %s is still queued, not sent: %s", job_id, reason)
+            return sent
+        sent += 1
+        log.info("job %s sent again", job_id)
+    return sent
+
+
+class Resender:
+    """The API's own loop: every `interval` seconds (and once at start), the jobs whose send
+    failed are sent again. A daemon thread that stops within a moment of `stop()`."""
+
+    def __init__(self, sessions: sessionmaker[Session], sender: Celery, interval: float):
+        self.sessions, self.sender, self.interval = sessions, sender, interval
+        self._halt = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="resender", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._halt.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        while not self._halt.is_set():
+            try:
+                resend_queued(self.sessions, self.sender)
+            except Exception as exc:  # the database is down: the next pass tries again
+                log.warning("resending queued jobs failed: %s", type(exc).__name__)
+            self._halt.wait(self.interval)
