@@ -16,7 +16,7 @@ from pathlib import Path
 
 import migrations
 from app import client as api
-from app.keys.service import any_owner, create_key, list_keys, revoke_key
+from app.keys.service import KEY_PREFIX, any_owner, create_key, list_keys, revoke_key
 from core.broker import broker_problem, make_sender
 from core.config import get_settings
 from core.db.engine import make_engine, make_sessionmaker, session_scope
@@ -46,11 +46,15 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
 
 def cmd_keys_revoke(args: argparse.Namespace) -> int:
     with session_scope(_sessions()) as session:
-        count = revoke_key(session, prefix=args.prefix)
+        count = revoke_key(session, which=args.key)
+    # A whole key is never echoed back: its prefix says which one was meant.
+    whole = args.key.startswith(KEY_PREFIX) and len(args.key) > 10
+    shown = args.key[:10] + "..." if whole else args.key
     if not count:
-        print(f"no active key starts with {args.prefix!r}", file=sys.stderr)
+        print(f"no active key matches {shown!r}: give the whole key, its first 10 characters "
+              "(as `keys list` shows them) or its owner's name", file=sys.stderr)
         return 1
-    print(f"revoked {count} key(s)", file=sys.stderr)
+    print(f"revoked {count} key(s) matching {shown!r}", file=sys.stderr)
     return 0
 
 
@@ -231,8 +235,10 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("name", help="the owner's name; created if new")
     create.add_argument("--admin", action="store_true", help="an admin key sees everything")
     create.set_defaults(func=cmd_keys_create)
-    revoke = key_commands.add_parser("revoke", help="revoke keys by their first 10 characters")
-    revoke.add_argument("prefix")
+    revoke = key_commands.add_parser(
+        "revoke", help="revoke a key, given whole or by its first 10 characters, or every key "
+        "of an owner, given by name")
+    revoke.add_argument("key", help="the whole key, its first 10 characters, or an owner's name")
     revoke.set_defaults(func=cmd_keys_revoke)
     key_commands.add_parser("list", help="every key's prefix, owner, role and last use (the "
                             "keys themselves are not stored)").set_defaults(func=cmd_keys_list)

@@ -37,11 +37,20 @@ def create_key(session: Session, *, owner_name: str, admin: bool = False) -> str
     return key
 
 
-def revoke_key(session: Session, *, prefix: str) -> int:
-    result = session.execute(update(ApiKey).where(ApiKey.prefix == prefix,
-                                                  ApiKey.revoked_at.is_(None))
-                             .values(revoked_at=utcnow()))
-    return result.rowcount
+def revoke_key(session: Session, *, which: str) -> int:
+    """Revoke the key given whole, or by its first 10 characters (as `keys list` shows
+    them), or every active key of the owner of that name, tried in that order. Returns how
+    many keys were revoked."""
+    active = ApiKey.revoked_at.is_(None)
+    owner_ids = select(Owner.id).where(Owner.name == which).scalar_subquery()
+    for match in (ApiKey.key_hash == hash_key(which), ApiKey.prefix == which,
+                  ApiKey.owner_id == owner_ids):
+        count = session.execute(update(ApiKey).where(match, active)
+                                .values(revoked_at=utcnow())
+                                .execution_options(synchronize_session=False)).rowcount
+        if count:
+            return count
+    return 0
 
 
 def owner_for_key(session: Session, key: str) -> Owner | None:
