@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     job_time_limit_seconds: float | None = Field(
         None, gt=0, description="default wall-clock limit of a job; a job's spec may set its own")
     reconcile_seconds: float = Field(5.0, gt=0, description="how often the reconciler looks")
+    worker_stop_seconds: float = Field(
+        120.0, gt=0, description="how long a stopping worker lets its running jobs checkpoint "
+        "and hand themselves back before it ends them (they resume from their last checkpoint)")
     resend_after_seconds: float = Field(
         60.0, gt=0, description="a queued job not taken this long after its send is sent again")
     max_upload_bytes: int = Field(256 * 1024 * 1024, ge=1)

@@ -16,9 +16,10 @@ import logging
 import os
 import uuid
 from pathlib import Path
-from time import monotonic_ns
+from time import monotonic, monotonic_ns
 from typing import Any
 
+from celery.worker import state as worker_state
 from kombu.exceptions import ChannelError
 from kombu.transport import filesystem
 from kombu.transport.virtual import Empty
@@ -28,6 +29,7 @@ from kombu.utils.objects import cached_property
 log = logging.getLogger(__name__)
 
 TRANSPORT = f"{__name__}:Transport"
+STOP_CHECK = 0.1  # seconds between looks at whether the worker was asked to stop
 
 
 def transport_options(root: Path, polling_interval: float) -> dict[str, Any]:
@@ -91,5 +93,28 @@ class Channel(filesystem.Channel):
         raise Empty()
 
 
+def _stop_requested() -> bool:
+    """A worker's SIGTERM (warm) or second signal (cold) has asked its loop to end. Tested
+    by identity, as Celery does: a warm stop sets the exit code, 0."""
+    return any(flag is not None and flag is not False
+               for flag in (worker_state.should_stop, worker_state.should_terminate))
+
+
 class Transport(filesystem.Transport):
     Channel = Channel
+
+    def drain_events(self, connection: Any, timeout: float | None = None) -> Any:
+        """Celery's loop for polling transports drains for 2 s at a time and looks whether
+        it should stop only in between (and drains once more after it decides to): an idle
+        worker took 4 to 6 s to stop on SIGTERM. Polled in slices of at most STOP_CHECK
+        seconds here, and not at all once a stop is asked for, it stops within one."""
+        deadline = None if timeout is None else monotonic() + timeout
+        while True:
+            if _stop_requested():
+                raise TimeoutError()
+            left = STOP_CHECK if deadline is None else min(STOP_CHECK, deadline - monotonic())
+            try:
+                return super().drain_events(connection, timeout=max(left, 0.0))
+            except TimeoutError:
+                if deadline is not None and monotonic() >= deadline:
+                    raise

@@ -73,6 +73,7 @@ def _start_reconciler(**_: object) -> None:
 @worker_shutting_down.connect
 def _hand_back_running_jobs(**_: object) -> None:
     shutdown.forward_to_children()
+    shutdown.bound_shutdown(get_settings().worker_stop_seconds)
 
 
 @worker_shutdown.connect
