@@ -11,8 +11,11 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+
+import httpx
 
 import migrations
 from app import client as api
@@ -25,6 +28,8 @@ from core.db.migrate import upgrade
 MIGRATIONS = Path(migrations.__file__).parent
 
 STOP_GRACE_SECONDS = 15
+READY_TIMEOUT_SECONDS = 120
+READY_SETTLE_SECONDS = 0.5  # the worker's last start-up lines follow its broker connection
 
 
 def _sessions():  # type: ignore[no-untyped-def]
@@ -80,9 +85,12 @@ def cmd_api(_: argparse.Namespace) -> int:
     return 0
 
 
-def worker_argv(queues: str, concurrency: int | None, pool: str) -> list[str]:
+def worker_argv(queues: str, concurrency: int | None, pool: str,
+                quiet: bool = False) -> list[str]:
     settings = get_settings()
-    return [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker",
+    # --quiet: no banner (`trainserve up` prints its own two lines, which it would bury).
+    return [sys.executable, "-m", "celery", "-A", "workers.celery_app",
+            *(["--quiet"] if quiet else []), "worker",
             "--queues", queues, "--concurrency", str(concurrency or settings.worker_concurrency),
             "--pool", pool, "--loglevel", settings.log_level, "--without-gossip",
             "--without-mingle", "--hostname", f"trainserve-{queues.replace(',', '-')}@%h"]
@@ -109,15 +117,20 @@ def cmd_up(args: argparse.Namespace) -> int:
     with session_scope(_sessions()) as session:
         first_start = not any_owner(session)
         admin_key = create_key(session, owner_name="admin", admin=True) if first_start else None
+    # Each child leads its own process group, so stopping reaches the worker's children too.
+    children = [
+        subprocess.Popen([sys.executable, "-m", "app.cli", "api"], start_new_session=True),
+        subprocess.Popen(worker_argv(args.queues, None, "prefork", quiet=True),
+                         start_new_session=True),
+    ]
+    # The two lines a newcomer needs come after the children's start-up lines, not above
+    # them where they would scroll away.
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+    _wait_ready(f"http://{host}:{settings.port}/readyz", children)
     print(f"trainserve: API at http://{settings.host}:{settings.port} "
           f"(docs at /docs), data in {settings.data_dir}", flush=True)
     if admin_key:
         print(f"trainserve: admin API key (shown once, keep it): {admin_key}", flush=True)
-    # Each child leads its own process group, so stopping reaches the worker's children too.
-    children = [
-        subprocess.Popen([sys.executable, "-m", "app.cli", "api"], start_new_session=True),
-        subprocess.Popen(worker_argv(args.queues, None, "prefork"), start_new_session=True),
-    ]
 
     def stop(*_: object) -> None:
         for child in children:
@@ -137,6 +150,22 @@ def cmd_up(args: argparse.Namespace) -> int:
             os.killpg(child.pid, signal.SIGKILL)
             child.wait()
     return 0
+
+
+def _wait_ready(url: str, children: list[subprocess.Popen[bytes]],
+                timeout: float = READY_TIMEOUT_SECONDS) -> bool:
+    """Until the API answers ready and the worker had a moment to say it is, or a child
+    ended, or the timeout passed."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and all(c.poll() is None for c in children):
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                time.sleep(READY_SETTLE_SECONDS)
+                return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    return False
 
 
 def _client_command(run: Callable[[api.ApiClient, argparse.Namespace], int]
