@@ -26,16 +26,20 @@ RESEND_BATCH = 500
 
 
 def record_send(session: Session, job_id: str, reason: str | None) -> None:
-    """After a send: the time it went, or why it did not (the job stays queued)."""
+    """After a send: the time it went, or why it did not (the job stays queued, unsent, for
+    the next resend to pick up)."""
     values: dict[str, object] = ({"sent_at": utcnow(), "waiting_reason": None}
-                                 if reason is None else {"waiting_reason": reason})
+                                 if reason is None else
+                                 {"sent_at": None, "waiting_reason": reason})
     session.execute(update(Job).where(Job.id == job_id, Job.status == "queued")
                     .values(**values).execution_options(synchronize_session=False))
 
 
 def send_new(session: Session, sender: Celery, job_id: str, queue: str) -> str | None:
-    """The first send of a job whose row is committed. None once sent; else the reason,
-    which the job now carries until a resend succeeds."""
+    """The first send of a job whose row is committed with `sent_at` set (claimed for this
+    send, so that no resend races it; if the process dies before sending, the workers'
+    reconciler resends it once it is stale). None once sent; else the reason, which the
+    job carries, unsent, until a resend succeeds."""
     reason = send_wakeup(sender, job_id, queue)
     if reason is not None:
         log.warning("job %s is queued but not yet sent: %s", job_id, reason)

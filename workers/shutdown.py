@@ -66,6 +66,9 @@ def bound_shutdown(busy_seconds: float) -> None:
     _watchdog_started.set()
     was_idle = idle()
     bound = IDLE_STOP_SECONDS if was_idle else busy_seconds
+    log.info("worker stopping: %s; it ends within %g s", "idle" if was_idle else
+             f"{len(worker_state.active_requests)} job(s) running, "
+             f"{len(worker_state.reserved_requests)} reserved", bound)
     threading.Thread(target=_end_after, args=(bound, was_idle), name="stop-watchdog",
                      daemon=True).start()
 

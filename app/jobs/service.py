@@ -116,7 +116,9 @@ def create_job(*, session: Session, sender: Celery, settings: Settings, owner: O
                        f"{settings.max_queued_jobs_per_owner}", headers={"Retry-After": "30"})
     job = Job(owner_id=owner.id, name=spec.name, spec=spec.model_dump(mode="json"),
               dataset_ref=spec.dataset, queue=queue,
-              epochs=spec.training.epochs, idempotency_key=idempotency_key)
+              epochs=spec.training.epochs, idempotency_key=idempotency_key,
+              # Claimed for this send (core/dispatch.py), so that no resend races it.
+              sent_at=utcnow())
     session.add(job)
     try:
         session.flush()

@@ -39,13 +39,14 @@ def sessions(tmp_path: Path) -> sessionmaker[Session]:
     return make_sessionmaker(engine)
 
 
-def _queued_job(sessions: sessionmaker[Session]) -> str:
+def _queued_job(sessions: sessionmaker[Session], claimed: bool = True) -> str:
+    """As create_job commits it: claimed for its first send (sent_at set), or never sent."""
     with session_scope(sessions) as session:
         owner = Owner(name="alice")
         session.add(owner)
         session.flush()
         job = Job(owner_id=owner.id, name="j", spec={}, dataset_ref="builtin:digits",
-                  queue="cpu", epochs=1)
+                  queue="cpu", epochs=1, sent_at=utcnow() if claimed else None)
         session.add(job)
         session.flush()
         return job.id
@@ -93,9 +94,17 @@ def test_stale_sends_are_resent_only_when_asked(sessions: sessionmaker[Session])
     assert up.sent == [job_id, job_id]
 
 
+def test_a_new_job_is_not_resent_while_its_first_send_is_under_way(
+        sessions: sessionmaker[Session]) -> None:
+    _queued_job(sessions)  # committed, its send not yet done
+    up = FakeSender()
+    assert resend_queued(sessions, up) == 0  # type: ignore[arg-type]
+    assert up.sent == []
+
+
 def test_a_resend_claimed_elsewhere_is_not_sent_twice(sessions: sessionmaker[Session],
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    job_id = _queued_job(sessions)
+    job_id = _queued_job(sessions, claimed=False)
     up = FakeSender()
     real = send_wakeup
 
