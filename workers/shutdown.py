@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import threading
+import time
 
 import billiard
 from celery.worker import state as worker_state
@@ -20,9 +21,11 @@ from celery.worker import state as worker_state
 log = logging.getLogger(__name__)
 _requested = threading.Event()
 _watchdog_started = threading.Event()
-# An idle worker has nothing to hand back: what is left of Celery's warm shutdown (its timer
-# and pool threads wake once a second, then the interpreter tears torch down) only delays it.
+# Once no task runs, nothing is left to hand back: what remains of Celery's warm shutdown
+# (its timer and pool threads wake once a second, then the interpreter tears torch down)
+# only delays the end.
 IDLE_STOP_SECONDS = 0.5
+WATCH_INTERVAL = 0.05
 
 
 def requested() -> bool:
@@ -48,36 +51,48 @@ def forward_to_children() -> None:
                 os.kill(child.pid, signal.SIGTERM)
 
 
-def idle() -> bool:
-    """No task running or reserved in this worker: nothing to finish, ack or hand back."""
-    return not worker_state.active_requests and not worker_state.reserved_requests
+def running() -> int:
+    """Tasks running in this worker's pool now. Messages reserved but not started are not
+    counted: the broker gives them back (or the reconciler resends their jobs)."""
+    return len(worker_state.active_requests)
 
 
 def bound_shutdown(busy_seconds: float) -> None:
     """In the main process, when the worker starts shutting down: make the warm shutdown
     end within a bound. Celery's own waits for its pool children without a limit, so one
     that never returns (a child stuck in a native call) kept a worker alive for 45 minutes,
-    a second SIGTERM being only another warm shutdown. Past the bound (IDLE_STOP_SECONDS
-    when no job runs, `busy_seconds` for running jobs to checkpoint and hand themselves back)
-    the children are killed and the process exits; a job cut short is taken back by the
-    reconciler once its lease expires, and resumes from its last checkpoint."""
+    a second SIGTERM being only another warm shutdown; and an idle worker spent seconds in
+    one-second ticks of its timer and pool threads and in tearing torch down. A watchdog
+    ends the process IDLE_STOP_SECONDS after no task runs (a finished task's ack is sent at
+    once), or after `busy_seconds` if running jobs have not handed themselves back by then:
+    their children are killed, and each job is taken back by the reconciler once its lease
+    expires and resumes from its last checkpoint."""
     if _watchdog_started.is_set():
         return
     _watchdog_started.set()
-    was_idle = idle()
-    bound = IDLE_STOP_SECONDS if was_idle else busy_seconds
-    log.info("worker stopping: %s; it ends within %g s", "idle" if was_idle else
-             f"{len(worker_state.active_requests)} job(s) running, "
-             f"{len(worker_state.reserved_requests)} reserved", bound)
-    threading.Thread(target=_end_after, args=(bound, was_idle), name="stop-watchdog",
+    log.info("worker stopping: %d job(s) running; it ends within %g s of their hand-back, "
+             "and within %g s at most", running(), IDLE_STOP_SECONDS, busy_seconds)
+    threading.Thread(target=_watch, args=(busy_seconds,), name="stop-watchdog",
                      daemon=True).start()
 
 
-def _end_after(bound: float, was_idle: bool) -> None:
-    threading.Event().wait(bound)
-    if not was_idle:
-        log.warning("worker: its jobs did not hand themselves back within %g s; ending them "
-                    "(they resume from their last checkpoint)", bound)
+def _watch(busy_seconds: float) -> None:
+    deadline = time.monotonic() + busy_seconds
+    idle_since: float | None = None
+    while time.monotonic() < deadline:
+        if running():
+            idle_since = None
+        elif idle_since is None:
+            idle_since = time.monotonic()
+        elif time.monotonic() - idle_since >= IDLE_STOP_SECONDS:
+            _end(0)
+        time.sleep(WATCH_INTERVAL)
+    log.warning("worker: its jobs did not hand themselves back within %g s; ending them "
+                "(they resume from their last checkpoint)", busy_seconds)
+    _end(1)
+
+
+def _end(code: int) -> None:
     for child in billiard.process.active_children():
         if child.pid and child.pid != os.getpid():
             with contextlib.suppress(ProcessLookupError):
@@ -88,4 +103,4 @@ def _end_after(bound: float, was_idle: bool) -> None:
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()
-    os._exit(0 if was_idle else 1)
+    os._exit(code)
