@@ -21,7 +21,7 @@ from app.bodies import PARSE_INLINE_BYTES
 from app.deps import OwnerDep, SessionDep, authenticate
 from app.errors import ClientGone
 from app.serving import service
-from app.serving.routing import DirectRoute
+from app.serving.direct_route import DirectRoute
 from app.serving.runtime import Serving
 from app.serving.schemas import (
     GENERATE_EXAMPLES,
