@@ -13,6 +13,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from core.lifecycle import JobStatus, StopReason
 from models import registry
 from models.checkpoint import pack_optimizer, prefixed, strip_prefix, unpack_optimizer
 from models.data import ImageData, TextData, windows
@@ -36,7 +37,7 @@ class TrainingError(Exception):
 
 class Hooks(Protocol):
     def stop_reason(self) -> str | None:
-        """Checked between batches: 'cancel', 'shutdown', 'lease_lost' or None."""
+        """Checked between batches: a StopReason, or None to go on."""
 
     def on_epoch(self, epoch: int, metrics: dict[str, float]) -> None: ...
 
@@ -202,7 +203,8 @@ class Trainer:
 
     # -- the loop ----------------------------------------------------------------------
     def run(self, hooks: Hooks) -> str:
-        """Train to the last epoch or an early stop; returns 'succeeded' or why it stopped."""
+        """Train to the last epoch or an early stop; returns JobStatus.SUCCEEDED, or the
+        StopReason it stopped for."""
         training = self.spec.training
         metrics: dict[str, float] = {}
         self._checkpointed_at = time.monotonic()
@@ -210,8 +212,8 @@ class Trainer:
             started = time.perf_counter()
             train_stats = self.train_one_epoch(self.epoch + 1, hooks)
             if train_stats is None:
-                reason = hooks.stop_reason() or "cancel"
-                if reason != "lease_lost" and self.checkpointed_epoch != self.epoch:
+                reason = hooks.stop_reason() or StopReason.CANCEL
+                if reason != StopReason.LEASE_LOST and self.checkpointed_epoch != self.epoch:
                     # Mid-epoch state with its position: a resume continues exactly here.
                     # If the last whole epoch is checkpointed, replaying from it is as exact.
                     self._checkpoint(hooks, metrics | {"partial": 1.0})
@@ -233,7 +235,7 @@ class Trainer:
                 self._checkpoint(hooks, metrics)
             if stop_early:
                 break
-        return "succeeded"
+        return JobStatus.SUCCEEDED
 
     def _track(self, metrics: dict[str, float]) -> bool:
         if self.stopper is None:

@@ -97,7 +97,9 @@ class Job(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     owner_id: Mapped[str] = mapped_column(ForeignKey("owners.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(200))
-    status: Mapped[str] = mapped_column(String(16), default="queued", index=True)
+    # A JobStatus; set and changed only by core/lifecycle.py (no default: a row made
+    # elsewhere fails loudly rather than appearing with a status nobody gave it).
+    status: Mapped[str] = mapped_column(String(16), index=True)
     spec: Mapped[dict[str, Any]]
     dataset_ref: Mapped[str] = mapped_column(String(64))
     queue: Mapped[str] = mapped_column(String(16))
@@ -106,7 +108,7 @@ class Job(Base):
     latest_metrics: Mapped[dict[str, Any] | None]
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text)
-    # 'user' (its data, spec or limits: not retried) or 'infrastructure' (workers lost).
+    # A FailureKind (core/lifecycle.py): whose fault a failure was.
     failure_kind: Mapped[str | None] = mapped_column(String(16))
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     idempotency_key: Mapped[str | None] = mapped_column(String(200))
@@ -153,9 +155,8 @@ class TrainedModel(Base):
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), unique=True)
     checkpoint_id: Mapped[str] = mapped_column(ForeignKey("checkpoints.id"))
     name: Mapped[str] = mapped_column(String(200))
-    # 'training' while its job runs (it follows the latest checkpoint), 'ready' once the job
-    # succeeded, 'unavailable' if it failed or was cancelled.
-    status: Mapped[str] = mapped_column(String(16), default="training")
+    # A ModelStatus; set and changed only by core/lifecycle.py, with its job's.
+    status: Mapped[str] = mapped_column(String(16))
     arch: Mapped[str] = mapped_column(String(16))
     task: Mapped[str] = mapped_column(String(16))
     info: Mapped[dict[str, Any]] = mapped_column(default=dict)
