@@ -54,7 +54,8 @@ def record_checkpoint(rt: Runtime, job_id: str, epoch: int, data: bytes,
     with session_scope(rt.sessions) as session:
         _hold(session, rt, job_id)
         row = Checkpoint(job_id=job_id, epoch=epoch, path=relative, sha256=sha256, bytes=size,
-                         metrics=meta["metrics"])
+                         metrics=meta["metrics"], is_best=meta["is_best"],
+                         partial=meta["partial"])
         session.add(row)
         session.flush()
         _follow(session, job_id, row, meta)
@@ -80,9 +81,9 @@ def _follow(session: Session, job_id: str, row: Checkpoint, meta: dict[str, Any]
 def _best(rows: list[Checkpoint], training: dict[str, Any]) -> Checkpoint | None:
     """Early stopping's best (it marks it), else the checkpoint with the lowest val_loss."""
     if training.get("early_stopping"):
-        return next((row for row in rows if row.metrics.get("is_best")), None)
+        return next((row for row in rows if row.is_best), None)
     metric = "val_loss"
-    scored = [row for row in rows if metric in row.metrics and not row.metrics.get("partial")]
+    scored = [row for row in rows if metric in row.metrics and not row.partial]
     if not scored:
         return None
     pick = max if higher_is_better(metric) else min

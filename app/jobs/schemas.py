@@ -52,7 +52,10 @@ class CheckpointOut(BaseModel):
     epoch: int
     sha256: str
     bytes: int
-    metrics: dict[str, Any]
+    metrics: dict[str, Any] = Field(description="the epoch's measurements")
+    is_best: bool = Field(description="early stopping's best epoch when it was written")
+    partial: bool = Field(description="written mid-epoch when the job stopped; its metrics "
+                          "are the last whole epoch's")
     created_at: datetime
 
 

@@ -143,7 +143,13 @@ class Checkpoint(Base):
     path: Mapped[str] = mapped_column(String(400))
     sha256: Mapped[str] = mapped_column(String(64))
     bytes: Mapped[int] = mapped_column(Integer)
+    # The epoch's measurements only; what the checkpoint is goes in the columns below.
     metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # Early stopping's best epoch so far when it was written.
+    is_best: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Written mid-epoch when the job stopped (cancel, shutdown, time limit): it resumes
+    # exactly, but its metrics are the last whole epoch's, so it is never "the best".
+    partial: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
