@@ -156,7 +156,8 @@ def cmd_jobs_submit(client: api.ApiClient, args: argparse.Namespace) -> int:
 
 
 def cmd_jobs_list(client: api.ApiClient, args: argparse.Namespace) -> int:
-    params = {"limit": args.limit, **({"status": args.status} if args.status else {})}
+    params = {name: value for name, value in (("limit", args.limit), ("status", args.status))
+              if value is not None}
     page = client.request("GET", "/v1/jobs", params=params)
     print(api.dumps(page) if args.json else api.job_table(page["items"]))
     return 0
@@ -244,7 +245,7 @@ def _client_parsers(commands: "argparse._SubParsersAction[argparse.ArgumentParse
     submit.set_defaults(func=_client_command(cmd_jobs_submit))
     list_ = job_commands.add_parser("list", help="jobs, newest first")
     list_.add_argument("--status", choices=[status.value for status in JobStatus])
-    list_.add_argument("--limit", type=int, default=50)
+    list_.add_argument("--limit", type=int, help="jobs per page (the API's default if unset)")
     list_.add_argument("--json", action="store_true", help="the API's JSON, not a table")
     list_.set_defaults(func=_client_command(cmd_jobs_list))
     for name, func, text in (

@@ -57,6 +57,9 @@ class _ServiceCollector:
                                   value=cache.loads)
         yield CounterMetricFamily("trainserve_model_cache_hits", "Model cache hits",
                                   value=cache.hits)
+        yield CounterMetricFamily("trainserve_model_cache_evictions",
+                                  "Models dropped from the cache to make room",
+                                  value=cache.evictions)
         yield CounterMetricFamily("trainserve_model_load_seconds",
                                   "Time spent loading models", value=cache.load_seconds)
         stats = batcher_stats(self.state)

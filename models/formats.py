@@ -21,7 +21,7 @@ import numpy as np
 from models.archive import Blob, Budget, FormatError, read_single, unpack
 from models.examples import Images, Limits, Text, checked_images, checked_names, to_float
 from models.idx import IdxError, parse_idx
-from models.store import under_root
+from models.store import ID, under_root
 
 __all__ = ["FORMATS", "FormatError", "Images", "Limits", "Text", "describe", "encode", "parse",
            "read_stored", "relative_path", "resolve", "to_float"]
@@ -31,7 +31,6 @@ VALIDATION_FRACTION = 0.1  # images: a fixed shuffled tenth; text: the last tent
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
                    "ship", "truck"]
 CIFAR_RECORD = 1 + 3 * 32 * 32  # one label byte, then 1024 red, 1024 green, 1024 blue
-_ID = re.compile(r"[0-9a-f]{28}")
 _INT = re.compile(r"[+-]?\d+")
 
 
@@ -341,7 +340,7 @@ def describe(parsed: Images | Text) -> dict[str, Any]:
 
 def relative_path(dataset_id: str, kind: str) -> str:
     """Built from the dataset's id alone: nothing a user sent ever names a path."""
-    if not _ID.fullmatch(dataset_id) or kind not in ("images", "text"):
+    if not ID.fullmatch(dataset_id) or kind not in ("images", "text"):
         raise ValueError("dataset paths are built from ids only")
     return f"datasets/{dataset_id}.{'npz' if kind == 'images' else 'txt'}"
 

@@ -1,7 +1,6 @@
 """One delivery of one job: lease it, load its data, train or resume it, record the end."""
 
 import logging
-import re
 import time
 from typing import Any
 
@@ -14,6 +13,7 @@ from models import checkpoint as ckpt
 from models.data import BUILTINS, ImageData, TextData, load_builtin, load_upload
 from models.formats import FormatError
 from models.spec import JobSpec
+from models.store import ID
 from workers import devices, lease, recorder, shutdown
 from workers.recorder import LeaseLost
 from workers.runtime import Runtime, runtime
@@ -21,7 +21,6 @@ from workers.trainer import Trainer, TrainingError
 from workers.writer import BackgroundWriter
 
 log = logging.getLogger(__name__)
-JOB_ID = re.compile(r"[0-9a-f]{28}")
 METRICS_FLUSH_SECONDS = 0.25
 
 
@@ -103,7 +102,7 @@ def load_data(spec: JobSpec, rt: Runtime | None = None) -> ImageData | TextData:
 
 
 def run_job(rt: Runtime, job_id: str) -> str:
-    if not isinstance(job_id, str) or not JOB_ID.fullmatch(job_id):
+    if not isinstance(job_id, str) or not ID.fullmatch(job_id):
         log.warning("ignored a message with a malformed job id")
         return "ignored"
     claimed = lease.claim(rt, job_id)

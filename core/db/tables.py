@@ -21,7 +21,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
 def new_id() -> str:
-    """48 bits of milliseconds then 64 random bits, hex: sortable by creation, unguessable."""
+    """48 bits of milliseconds then 64 random bits, hex: sortable by creation, unguessable.
+    models.store.ID is its pattern."""
     return f"{int(time.time() * 1000):012x}{secrets.token_hex(8)}"
 
 
