@@ -44,10 +44,6 @@ def revoke_key(session: Session, *, prefix: str) -> int:
     return result.rowcount
 
 
-def owner_for_key(session: Session, key: str) -> Owner | None:
-    return owner_for_key_hash(session, hash_key(key))
-
-
 def owner_for_key_hash(session: Session, key_hash: str) -> Owner | None:
     row = session.execute(
         select(ApiKey, Owner).join(Owner, Owner.id == ApiKey.owner_id)

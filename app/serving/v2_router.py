@@ -19,6 +19,7 @@ from app.serving.direct_route import DirectRoute
 from app.serving.router import JSONBytes, parse_large, read_body, serving_of
 from app.serving.schemas import V2InferIn, V2InferOut, V2ModelMeta, json_body
 from core.db.tables import Owner
+from core.lifecycle import ModelStatus
 
 
 def _message(detail: object) -> str:
@@ -97,7 +98,7 @@ async def model_metadata(model_id: str, request: Request, owner: OwnerDep) -> V2
             responses=_ERRORS)
 async def model_ready(model_id: str, request: Request, owner: OwnerDep) -> JSONResponse:
     status, _ = await run_in_threadpool(_row_metadata, request, owner, model_id)
-    ready = status == "ready"
+    ready = status == ModelStatus.READY
     return JSONResponse({"name": model_id, "ready": ready}, status_code=200 if ready else 409)
 
 
