@@ -145,6 +145,20 @@ class BodyGuard:
         if scope["method"] not in BODY_METHODS or content_type.lower().startswith("multipart/"):
             await self.app(scope, receive, send)
             return
+        body = await self._read(scope, receive, send, headers)
+        if body is None:
+            return
+        if _is_json(content_type):
+            reason = (check_finite_json(body) if len(body) <= PARSE_INLINE_BYTES
+                      else await run_in_threadpool(check_finite_json, body))
+            if reason is not None:
+                await _respond(scope, send, 422, f"{reason}: numbers must be finite", True)
+                return
+        await self.app(scope, _replay(body, receive), send)
+
+    async def _read(self, scope: Scope, receive: Receive, send: Send,
+                    headers: dict[bytes, bytes]) -> bytes | None:
+        """The whole body, or None once answered (413) or once the client has left."""
         too_large = f"the body is over the limit of {self.max_bytes} bytes"
         try:
             declared = int(headers.get(b"content-length", b"0"))
@@ -152,28 +166,20 @@ class BodyGuard:
             declared = 0
         if declared > self.max_bytes:
             await _respond(scope, send, 413, too_large)
-            return
+            return None
         chunks, size = [], 0
         while True:
             message = await receive()
             if message["type"] != "http.request":  # the client left: nobody to answer
-                return
+                return None
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_bytes:
                 await _respond(scope, send, 413, too_large)
-                return
+                return None
             chunks.append(chunk)
             if not message.get("more_body", False):
-                break
-        body = b"".join(chunks)
-        if _is_json(content_type):
-            reason = (check_finite_json(body) if size <= PARSE_INLINE_BYTES
-                      else await run_in_threadpool(check_finite_json, body))
-            if reason is not None:
-                await _respond(scope, send, 422, f"{reason}: numbers must be finite", True)
-                return
-        await self.app(scope, _replay(body, receive), send)
+                return b"".join(chunks)
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

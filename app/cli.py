@@ -24,6 +24,7 @@ from core.broker import broker_problem, make_sender
 from core.config import get_settings
 from core.db.engine import make_engine, make_sessionmaker, session_scope
 from core.db.migrate import upgrade
+from core.lifecycle import JobStatus
 
 MIGRATIONS = Path(migrations.__file__).parent
 
@@ -185,7 +186,7 @@ def _watch(client: api.ApiClient, job_id: str) -> int:
     print(f"{job_id} {final['status']}" + (f" model {final['model_id']}"
           if final.get("model_id") else "") + (f": {final['error']}" if final.get("error")
                                                  else ""))
-    return 0 if final["status"] == "succeeded" else 1
+    return 0 if final["status"] == JobStatus.SUCCEEDED else 1
 
 
 def cmd_jobs_submit(client: api.ApiClient, args: argparse.Namespace) -> int:
@@ -195,7 +196,8 @@ def cmd_jobs_submit(client: api.ApiClient, args: argparse.Namespace) -> int:
 
 
 def cmd_jobs_list(client: api.ApiClient, args: argparse.Namespace) -> int:
-    params = {"limit": args.limit, **({"status": args.status} if args.status else {})}
+    params = {name: value for name, value in (("limit", args.limit), ("status", args.status))
+              if value is not None}
     page = client.request("GET", "/v1/jobs", params=params)
     print(api.dumps(page) if args.json else api.job_table(page["items"]))
     return 0
@@ -212,8 +214,8 @@ def cmd_jobs_watch(client: api.ApiClient, args: argparse.Namespace) -> int:
 
 def cmd_jobs_cancel(client: api.ApiClient, args: argparse.Namespace) -> int:
     job = client.request("POST", f"/v1/jobs/{args.id}/cancel")
-    print(f"{job['id']} {job['status']}" + (" (cancel requested)" if job["status"] == "running"
-                                           else ""))
+    running = job["status"] == JobStatus.RUNNING
+    print(f"{job['id']} {job['status']}" + (" (cancel requested)" if running else ""))
     return 0
 
 
@@ -284,9 +286,8 @@ def _client_parsers(commands: "argparse._SubParsersAction[argparse.ArgumentParse
     submit.add_argument("--watch", action="store_true", help="then show its progress")
     submit.set_defaults(func=_client_command(cmd_jobs_submit))
     list_ = job_commands.add_parser("list", help="jobs, newest first")
-    list_.add_argument("--status", choices=["queued", "running", "succeeded", "failed",
-                                            "cancelled"])
-    list_.add_argument("--limit", type=int, default=50)
+    list_.add_argument("--status", choices=[status.value for status in JobStatus])
+    list_.add_argument("--limit", type=int, help="jobs per page (the API's default if unset)")
     list_.add_argument("--json", action="store_true", help="the API's JSON, not a table")
     list_.set_defaults(func=_client_command(cmd_jobs_list))
     for name, func, text in (

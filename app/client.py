@@ -16,8 +16,9 @@ from typing import Any, TextIO
 import httpx
 import yaml
 
+from core.lifecycle import TERMINAL
+
 DEFAULT_URL = "http://127.0.0.1:8000"
-TERMINAL = ("succeeded", "failed", "cancelled")
 # A dropped event stream is resumed from its last id; give up after this long without one.
 RECONNECT_SECONDS = 60.0
 

@@ -5,7 +5,7 @@ from functools import partial
 from typing import Annotated
 
 from celery import Celery
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.security.utils import get_authorization_scheme_param
@@ -16,6 +16,11 @@ from app.keys.service import TTLCache, hash_key, owner_for_key_hash
 from app.singleflight import SingleFlight
 from core.config import Settings
 from core.db.tables import Owner
+
+# Every list route pages the same way: `limit` items, then `cursor` for the next page.
+PageLimit = Annotated[int, Query(ge=1, le=200)]
+PAGE_LIMIT_DEFAULT = 50
+PageCursor = Annotated[str | None, Query(max_length=64)]
 
 _bearer = HTTPBearer(auto_error=False, description="an API key from `trainserve keys create`")
 

@@ -97,7 +97,15 @@ def clip(value: Any, depth: int = 0) -> Any:
     if isinstance(value, (str, bytes)):
         text = value if isinstance(value, str) else value.decode("utf-8", "replace")
         return text if len(text) <= CLIP_CHARS else text[:CLIP_CHARS] + "…"
-    if depth >= 3 and isinstance(value, (list, tuple, dict)):
+    if isinstance(value, (list, tuple, dict)):
+        return _clip_container(value, depth)
+    if value is None or isinstance(value, (bool, int)):
+        return value
+    return clip(str(value), depth)
+
+
+def _clip_container(value: list[Any] | tuple[Any, ...] | dict[Any, Any], depth: int) -> Any:
+    if depth >= 3:
         return f"<{type(value).__name__} of {len(value)} items>"
     if isinstance(value, dict):
         items = list(value.items())
@@ -105,14 +113,10 @@ def clip(value: Any, depth: int = 0) -> Any:
         if len(items) > CLIP_ITEMS:
             clipped["…"] = f"{len(items) - CLIP_ITEMS} more"
         return clipped
-    if isinstance(value, (list, tuple)):
-        out = [clip(v, depth + 1) for v in value[:CLIP_ITEMS]]
-        if len(value) > CLIP_ITEMS:
-            out.append(f"… {len(value) - CLIP_ITEMS} more")
-        return out
-    if value is None or isinstance(value, (bool, int)):
-        return value
-    return clip(str(value), depth)
+    out = [clip(v, depth + 1) for v in value[:CLIP_ITEMS]]
+    if len(value) > CLIP_ITEMS:
+        out.append(f"… {len(value) - CLIP_ITEMS} more")
+    return out
 
 
 def validation_errors(errors: Any) -> list[dict[str, Any]]:

@@ -13,8 +13,7 @@ from sqlalchemy import func, select, text
 from app.observability import batcher_stats
 from core.broker import broker_problem
 from core.db.tables import Job
-
-STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+from core.lifecycle import JobStatus
 
 router = APIRouter(tags=["health"])
 
@@ -63,6 +62,9 @@ class _ServiceCollector:
                                   value=cache.loads)
         yield CounterMetricFamily("trainserve_model_cache_hits", "Model cache hits",
                                   value=cache.hits)
+        yield CounterMetricFamily("trainserve_model_cache_evictions",
+                                  "Models dropped from the cache to make room",
+                                  value=cache.evictions)
         yield CounterMetricFamily("trainserve_model_load_seconds",
                                   "Time spent loading models", value=cache.load_seconds)
         stats = batcher_stats(self.state)
@@ -91,15 +93,16 @@ class _ServiceCollector:
                 counts = dict(session.execute(
                     select(Job.status, func.count()).group_by(Job.status)).tuples().all())
                 queued = dict(session.execute(
-                    select(Job.queue, func.count()).where(Job.status == "queued")
+                    select(Job.queue, func.count()).where(Job.status == JobStatus.QUEUED)
                     .group_by(Job.queue)).tuples().all())
                 running = session.execute(select(Job.id, Job.latest_metrics)
-                                          .where(Job.status == "running")).tuples().all()
+                                          .where(Job.status == JobStatus.RUNNING)
+                                          ).tuples().all()
         except Exception:
             return  # a metrics scrape must not fail because the database is restarting
         # Every status and queue, zero included: a series that vanishes at zero breaks
         # rate() and alerts on it.
-        for status in STATUSES:
+        for status in JobStatus:
             jobs.add_metric([status], counts.get(status, 0))
         for queue in sorted({"cpu", "gpu", *queued}):
             depth.add_metric([queue], queued.get(queue, 0))

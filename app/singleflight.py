@@ -32,9 +32,6 @@ class SingleFlight(Generic[K, V]):
         # Shielded: a caller that goes away does not cancel the load the others await.
         return await asyncio.shield(call)
 
-    def in_flight(self) -> int:
-        return len(self._calls)
-
     def _forget(self, key: K, call: asyncio.Future[V]) -> None:
         if self._calls.get(key) is call:
             del self._calls[key]

@@ -15,7 +15,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.integration.service import DEFAULT_TIMING, make_service
+from bench.launcher import DEFAULT_TIMING, launch_local
 
 RUNS: dict[str, dict[str, Any]] = {
     "digits-mlp": {
@@ -81,7 +81,7 @@ def main() -> None:
                         help="run only these (repeatable)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        service, teardown = make_service("sqlite", Path(tmp), **DEFAULT_TIMING)
+        service, teardown = launch_local(Path(tmp), **DEFAULT_TIMING)
         try:
             with service.client() as client:
                 for name in args.only or list(RUNS):

@@ -24,9 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.serving import inference
 from app.serving.runtime import configure_torch
+from bench.launcher import launch_local
 from bench.predict_load import train
 from models.recurrent import CharRNN, CharRNNConfig
-from tests.integration.service import make_service
 
 SHORT, LONG = 100, 1000
 
@@ -43,7 +43,7 @@ def main() -> None:
     args = parser.parse_args()
     served: dict[int, list[float]] = {SHORT: [], LONG: []}
     with tempfile.TemporaryDirectory() as tmp:
-        service, teardown = make_service("sqlite", Path(tmp))
+        service, teardown = launch_local(Path(tmp))
         try:
             model_id = train(service, "builtin:hihello")
             service.stop("worker")

@@ -27,8 +27,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.launcher import Service, launch_local
 from models.data import BUILTINS
-from tests.integration.service import Service, make_service
 
 SPEC: dict[str, Any] = {
     "name": "bench-lstm-2x256",
@@ -120,7 +120,7 @@ def main() -> None:
         raise SystemExit(f"no such built-in dataset: {args.dataset}")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        service, teardown = make_service("sqlite", root)
+        service, teardown = launch_local(root)
         try:
             model_id = train(service, args.dataset)
             # Serve alone, as `trainserve api` does, with the model loaded before any request.

@@ -23,10 +23,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.launcher import DEFAULT_TIMING, launch_local
 from models import registry
 from models.data import ImageData, load_builtin, windows
 from models.spec import JobSpec
-from tests.integration.service import DEFAULT_TIMING, make_service
 from workers.optimizers import make_optimizer
 
 SPECS: dict[str, dict[str, Any]] = {
@@ -140,7 +140,7 @@ def main() -> None:
     figures: dict[str, Any] = {"bench": "train_overhead", "threads": threads,
                                "rounds": args.rounds}
     with tempfile.TemporaryDirectory() as tmp:
-        service, teardown = make_service("sqlite", Path(tmp), worker_threads=str(threads),
+        service, teardown = launch_local(Path(tmp), worker_threads=str(threads),
                                          **DEFAULT_TIMING)
         try:
             with service.client() as client:

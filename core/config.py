@@ -7,6 +7,8 @@ from typing import Annotated
 from pydantic import BeforeValidator, Field, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from models.examples import Limits
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TRAINSERVE_", env_file=".env", extra="ignore")
@@ -74,11 +76,14 @@ class Settings(BaseSettings):
     lookup_cache_seconds: float = Field(2.0, ge=0, le=2)
     # Uploaded datasets; max_upload_bytes above bounds the upload itself (413).
     max_dataset_examples: int = Field(
-        20_000_000, ge=1, description="examples in one dataset (characters for text)")
-    max_vocab_size: int = Field(10_000, ge=2, description="distinct characters of a text dataset")
-    max_dataset_classes: int = Field(1_000, ge=2, description="classes of an image dataset")
+        Limits.max_examples, ge=1, description="examples in one dataset (characters for text)")
+    max_vocab_size: int = Field(Limits.max_vocab, ge=2,
+                                description="distinct characters of a text dataset")
+    max_dataset_classes: int = Field(Limits.max_classes, ge=2,
+                                     description="classes of an image dataset")
     max_decompressed_bytes: int = Field(
-        1024 * 1024 * 1024, ge=1, description="what an upload's gzip and tar may expand to")
+        Limits.max_decompressed_bytes, ge=1,
+        description="what an upload's gzip and tar may expand to")
     owner_storage_bytes: int = Field(
         20 * 1024**3, ge=1, description="stored bytes of one owner's uploaded datasets, all "
         "together; an upload past it is a 413")

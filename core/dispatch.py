@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.broker import send_wakeup
 from core.db.engine import session_scope
 from core.db.tables import Job, utcnow
+from core.lifecycle import JobStatus
 
 log = logging.getLogger(__name__)
 RESEND_BATCH = 500
@@ -31,7 +32,7 @@ def record_send(session: Session, job_id: str, reason: str | None) -> None:
     values: dict[str, object] = ({"sent_at": utcnow(), "waiting_reason": None}
                                  if reason is None else
                                  {"sent_at": None, "waiting_reason": reason})
-    session.execute(update(Job).where(Job.id == job_id, Job.status == "queued")
+    session.execute(update(Job).where(Job.id == job_id, Job.status == JobStatus.QUEUED)
                     .values(**values).execution_options(synchronize_session=False))
 
 
@@ -62,12 +63,12 @@ def resend_queued(sessions: sessionmaker[Session], sender: Celery, *,
     with session_scope(sessions) as session:
         jobs = session.execute(
             select(Job.id, Job.queue, Job.sent_at, Job.waiting_reason)
-            .where(Job.status == "queued", due).order_by(Job.id).limit(RESEND_BATCH)).all()
+            .where(Job.status == JobStatus.QUEUED, due).order_by(Job.id).limit(RESEND_BATCH)).all()
     sent = 0
     for job_id, queue, was, old_reason in jobs:
         with session_scope(sessions) as session:  # claim it: nobody else resends it now
             claimed = session.execute(
-                update(Job).where(Job.id == job_id, Job.status == "queued", _sent_as(was))
+                update(Job).where(Job.id == job_id, Job.status == JobStatus.QUEUED, _sent_as(was))
                 .values(sent_at=utcnow()).execution_options(synchronize_session=False)
             ).rowcount
         if not claimed:
@@ -77,7 +78,7 @@ def resend_queued(sessions: sessionmaker[Session], sender: Celery, *,
             if reason is None:
                 record_send(session, job_id, None)
             else:  # back as it was, so that the next pass (here or elsewhere) tries again
-                session.execute(update(Job).where(Job.id == job_id, Job.status == "queued")
+                session.execute(update(Job).where(Job.id == job_id, Job.status == JobStatus.QUEUED)
                                 .values(sent_at=was, waiting_reason=reason)
                                 .execution_options(synchronize_session=False))
         if reason is not None:

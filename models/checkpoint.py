@@ -8,7 +8,6 @@ unpickled. Files are written whole or not at all, and their sha256 is checked on
 import hashlib
 import json
 import os
-import re
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +16,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from models.store import under_root
+from models.store import ID, under_root
 
 FORMAT = "trainserve-checkpoint/1"
 _META_KEY = "trainserve"
-_ID = re.compile(r"[0-9a-f]{28}")
 
 
 class CheckpointError(Exception):
@@ -29,7 +27,7 @@ class CheckpointError(Exception):
 
 
 def relative_path(job_id: str, epoch: int) -> str:
-    if not _ID.fullmatch(job_id) or epoch < 0:
+    if not ID.fullmatch(job_id) or epoch < 0:
         raise ValueError("checkpoint paths are built from ids only")
     return f"jobs/{job_id}/epoch-{epoch:06d}.safetensors"
 

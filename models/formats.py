@@ -9,7 +9,6 @@ and every decompressed byte is counted (models/archive.py).
 import hashlib
 import io
 import os
-import re
 import zipfile
 import zlib
 from pathlib import Path, PurePosixPath, PureWindowsPath
@@ -20,7 +19,7 @@ import numpy as np
 from models.archive import Blob, Budget, FormatError, unpack
 from models.examples import Images, Limits, Text, checked_images, checked_names, to_float
 from models.idx import IdxError, parse_idx
-from models.store import under_root
+from models.store import ID, under_root
 from models.streamed import TextFile, parse_csv, parse_text
 
 __all__ = ["FORMATS", "FormatError", "Images", "Limits", "Text", "TextFile", "describe", "discard",
@@ -31,7 +30,6 @@ VALIDATION_FRACTION = 0.1  # images: a fixed shuffled tenth; text: the last tent
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
                    "ship", "truck"]
 CIFAR_RECORD = 1 + 3 * 32 * 32  # one label byte, then 1024 red, 1024 green, 1024 blue
-_ID = re.compile(r"[0-9a-f]{28}")
 
 
 # -- npz --------------------------------------------------------------------------------
@@ -227,7 +225,7 @@ def describe(parsed: Images | Text | TextFile) -> dict[str, Any]:
 
 def relative_path(dataset_id: str, kind: str) -> str:
     """Built from the dataset's id alone: nothing a user sent ever names a path."""
-    if not _ID.fullmatch(dataset_id) or kind not in ("images", "text"):
+    if not ID.fullmatch(dataset_id) or kind not in ("images", "text"):
         raise ValueError("dataset paths are built from ids only")
     return f"datasets/{dataset_id}.{'npz' if kind == 'images' else 'txt'}"
 

@@ -11,6 +11,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from models.store import ID
+
 MAX_PARAMETERS = 50_000_000
 METRIC_NAME = r"^(train|val)_(loss|accuracy|bpc)$"
 Width = Annotated[int, Field(ge=1, le=8192)]
@@ -188,8 +190,7 @@ class TrainingSpec(Strict):
         "optimizer stay fp32); ignored on CPU")
 
 
-JOB_ID = re.compile(r"[0-9a-f]{28}")
-DATASET_REF = re.compile(r"builtin:[a-z0-9][a-z0-9-]{0,40}|[0-9a-f]{28}")
+DATASET_REF = re.compile(rf"builtin:[a-z0-9][a-z0-9-]{{0,40}}|{ID.pattern}")
 
 
 class JobSpec(Strict):
@@ -206,7 +207,7 @@ class JobSpec(Strict):
     @field_validator("init_from")
     @classmethod
     def _job_ref(cls, value: str | None) -> str | None:
-        if value is not None and not JOB_ID.fullmatch(value):
+        if value is not None and not ID.fullmatch(value):
             raise ValueError("must be a job id")
         return value
 

@@ -1,6 +1,10 @@
 """Paths in the artifact store: whatever a path names must lie under the store's root."""
 
+import re
 from pathlib import Path
+
+# Every row id (core.db.tables.new_id): paths in the store are built from ids, never input.
+ID = re.compile(r"[0-9a-f]{28}")
 
 
 def under_root(root: Path, relative: str) -> Path | None:

@@ -23,11 +23,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
+from core import lifecycle
 from core.config import Settings
 from core.db.engine import make_engine, session_scope
 from core.db.liveness import gpu_worker_alive
 from core.db.tables import Job, Lock, WorkerSeen, utcnow
 from core.dispatch import resend_queued
+from core.lifecycle import JobStatus
 
 log = logging.getLogger(__name__)
 LOCK = "reconciler"
@@ -105,17 +107,9 @@ class Reconciler:
         return True
 
     def _take_back_expired(self, session: Session) -> None:
-        now = utcnow()
-        expired = session.execute(
-            update(Job).where(Job.status == "running", Job.lease_expires_at < now)
-            .values(status="queued", lease_owner=None, lease_expires_at=None, sent_at=None)
-            .returning(Job.id)).scalars().all()
-        for job_id in expired:
+        for job_id in lifecycle.take_back(session):
             log.warning("job %s: its worker stopped renewing the lease; taken back", job_id)
-        session.execute(
-            update(Job).where(Job.status == "queued", Job.cancel_requested.is_(True))
-            .values(status="cancelled", finished_at=now)
-            .execution_options(synchronize_session=False))
+        lifecycle.cancel_queued(session)
         if not gpu_worker_alive(session):
             self._reroute_auto_jobs_to_cpu(session)
 
@@ -123,10 +117,11 @@ class Reconciler:
         """`device: auto` jobs sent to the gpu queue while a GPU worker lived would wait
         there forever once none is left; they go to the CPU workers instead."""
         waiting = session.execute(select(Job.id, Job.spec).where(
-            Job.status == "queued", Job.queue == "gpu")).all()
+            Job.status == JobStatus.QUEUED, Job.queue == "gpu")).all()
         stranded = [job_id for job_id, spec in waiting if spec.get("device") == "auto"]
         if stranded:
-            session.execute(update(Job).where(Job.id.in_(stranded), Job.status == "queued")
+            session.execute(update(Job).where(Job.id.in_(stranded),
+                                              Job.status == JobStatus.QUEUED)
                             .values(queue="cpu", sent_at=None)
                             .execution_options(synchronize_session=False))
             log.warning("%d auto job(s) moved to the cpu queue: no GPU worker is alive",

@@ -7,11 +7,12 @@ lost its lease (and whose job now runs elsewhere) can never overwrite the new ow
 import logging
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from core import lifecycle
 from core.db.engine import session_scope
-from core.db.tables import Checkpoint, EpochMetric, Job, TrainedModel, utcnow
+from core.db.tables import Checkpoint, EpochMetric, Job, TrainedModel
 from models import checkpoint as ckpt
 from models.spec import higher_is_better
 from workers.runtime import Runtime
@@ -26,11 +27,12 @@ class LeaseLost(Exception):
 
 def _hold(session: Session, rt: Runtime, job_id: str, **values: Any) -> None:
     """Update the job only while this worker holds its lease (a bare check if no values)."""
-    values = values or {"lease_owner": rt.name}
-    result = session.execute(
-        update(Job).where(Job.id == job_id, Job.lease_owner == rt.name, Job.status == "running")
-        .values(**values).execution_options(synchronize_session=False))
-    if result.rowcount != 1:
+    if not lifecycle.hold(session, job_id, worker=rt.name, **values):
+        raise LeaseLost(job_id)
+
+
+def _moved(moved: bool, job_id: str) -> None:
+    if not moved:
         raise LeaseLost(job_id)
 
 
@@ -52,7 +54,8 @@ def record_checkpoint(rt: Runtime, job_id: str, epoch: int, data: bytes,
     with session_scope(rt.sessions) as session:
         _hold(session, rt, job_id)
         row = Checkpoint(job_id=job_id, epoch=epoch, path=relative, sha256=sha256, bytes=size,
-                         metrics=meta["metrics"])
+                         metrics=meta["metrics"], is_best=meta["is_best"],
+                         partial=meta["partial"])
         session.add(row)
         session.flush()
         _follow(session, job_id, row, meta)
@@ -67,10 +70,10 @@ def _follow(session: Session, job_id: str, row: Checkpoint, meta: dict[str, Any]
     if model is None:
         job = session.get(Job, job_id)
         assert job is not None
-        session.add(TrainedModel(owner_id=job.owner_id, job_id=job_id, checkpoint_id=row.id,
-                                 name=job.name, arch=meta["arch"], task=meta["task"],
-                                 info={"dataset": job.dataset_ref, **meta["data"]},
-                                 metrics=metrics))
+        lifecycle.start_model(session, TrainedModel(
+            owner_id=job.owner_id, job_id=job_id, checkpoint_id=row.id, name=job.name,
+            arch=meta["arch"], task=meta["task"], info={"dataset": job.dataset_ref, **meta["data"]},
+            metrics=metrics))
     else:
         model.checkpoint_id, model.metrics = row.id, metrics
 
@@ -78,9 +81,9 @@ def _follow(session: Session, job_id: str, row: Checkpoint, meta: dict[str, Any]
 def _best(rows: list[Checkpoint], training: dict[str, Any]) -> Checkpoint | None:
     """Early stopping's best (it marks it), else the checkpoint with the lowest val_loss."""
     if training.get("early_stopping"):
-        return next((row for row in rows if row.metrics.get("is_best")), None)
+        return next((row for row in rows if row.is_best), None)
     metric = "val_loss"
-    scored = [row for row in rows if metric in row.metrics and not row.metrics.get("partial")]
+    scored = [row for row in rows if metric in row.metrics and not row.partial]
     if not scored:
         return None
     pick = max if higher_is_better(metric) else min
@@ -166,12 +169,9 @@ def succeed(rt: Runtime, job_id: str, *, model_epoch: int,
         job = session.get(Job, job_id)
         assert job is not None
         latest = {**(job.latest_metrics or {}), **test_metrics}
-        _hold(session, rt, job_id, status="succeeded", finished_at=utcnow(),
-              lease_owner=None, lease_expires_at=None, latest_metrics=latest)
-        session.execute(update(TrainedModel).where(TrainedModel.job_id == job_id).values(
-            status="ready", checkpoint_id=chosen.id,
-            metrics={"epoch": chosen.epoch, **chosen.metrics, **test_metrics})
-            .execution_options(synchronize_session=False))
+        _moved(lifecycle.succeed(
+            session, job_id, worker=rt.name, latest_metrics=latest, checkpoint_id=chosen.id,
+            model_metrics={"epoch": chosen.epoch, **chosen.metrics, **test_metrics}), job_id)
 
 
 def model_weights(rt: Runtime, source_job_id: str) -> Resume:
@@ -179,7 +179,8 @@ def model_weights(rt: Runtime, source_job_id: str) -> Resume:
     with session_scope(rt.sessions) as session:
         row = session.execute(
             select(Checkpoint).join(TrainedModel, TrainedModel.checkpoint_id == Checkpoint.id)
-            .where(TrainedModel.job_id == source_job_id, TrainedModel.status == "ready")
+            .where(TrainedModel.job_id == source_job_id,
+                   TrainedModel.status == lifecycle.ModelStatus.READY)
         ).scalar_one_or_none()
     if row is None:
         raise TrainingError(f"init_from job {source_job_id} has no ready model")
@@ -190,22 +191,23 @@ def model_weights(rt: Runtime, source_job_id: str) -> Resume:
     return Resume(epoch=0, tensors=tensors, meta=meta)
 
 
-def _set_model_status(session: Session, job_id: str, status: str) -> None:
-    session.execute(update(TrainedModel).where(TrainedModel.job_id == job_id)
-                    .values(status=status).execution_options(synchronize_session=False))
-
-
-def finish(rt: Runtime, job_id: str, status: str, error: str | None = None,
-           failure_kind: str | None = None) -> None:
+def fail(rt: Runtime, job_id: str, error: str, kind: lifecycle.FailureKind) -> None:
     with session_scope(rt.sessions) as session:
-        _hold(session, rt, job_id, status=status, error=error, failure_kind=failure_kind,
-              finished_at=utcnow(), lease_owner=None, lease_expires_at=None)
-        _set_model_status(session, job_id, "unavailable")
+        _moved(lifecycle.fail(session, job_id, worker=rt.name, error=error, kind=kind), job_id)
+
+
+def time_out(rt: Runtime, job_id: str, limit_seconds: float) -> None:
+    with session_scope(rt.sessions) as session:
+        _moved(lifecycle.time_out(session, job_id, worker=rt.name,
+                                  limit_seconds=limit_seconds), job_id)
+
+
+def cancelled(rt: Runtime, job_id: str) -> None:
+    with session_scope(rt.sessions) as session:
+        _moved(lifecycle.cancel_running(session, job_id, worker=rt.name), job_id)
 
 
 def release(rt: Runtime, job_id: str) -> None:
-    """Hand the job back on a graceful shutdown, so another worker resumes it. The attempt
-    is given back too: only deliveries that failed count towards the cap."""
+    """Hand the job back on a graceful shutdown, so another worker resumes it."""
     with session_scope(rt.sessions) as session:
-        _hold(session, rt, job_id, status="queued", lease_owner=None, lease_expires_at=None,
-              sent_at=None, attempts=Job.attempts - 1)
+        _moved(lifecycle.hand_back(session, job_id, worker=rt.name), job_id)

@@ -1,7 +1,6 @@
 """One delivery of one job: lease it, load its data, train or resume it, record the end."""
 
 import logging
-import re
 import time
 from typing import Any
 
@@ -9,10 +8,12 @@ import torch
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from core.db.tables import Dataset
+from core.lifecycle import FailureKind, JobStatus, StopReason
 from models import checkpoint as ckpt
 from models.data import BUILTINS, ImageData, TextData, load_builtin, load_upload
 from models.formats import FormatError
 from models.spec import JobSpec
+from models.store import ID
 from workers import devices, lease, recorder, shutdown
 from workers.recorder import LeaseLost
 from workers.runtime import Runtime, runtime
@@ -20,7 +21,6 @@ from workers.trainer import Trainer, TrainingError
 from workers.writer import BackgroundWriter
 
 log = logging.getLogger(__name__)
-JOB_ID = re.compile(r"[0-9a-f]{28}")
 METRICS_FLUSH_SECONDS = 0.25
 
 
@@ -37,11 +37,11 @@ class Hooks:
     def stop_reason(self) -> str | None:
         """Read between batches, so every check here is a memory read or a clock read."""
         if self._writer.error is not None:
-            return "write_failed"
+            return StopReason.WRITE_FAILED
         if shutdown.requested():
-            return "shutdown"
+            return StopReason.SHUTDOWN
         if self._deadline is not None and time.time() > self._deadline:
-            return "time_limit"
+            return StopReason.TIME_LIMIT
         return self._heartbeat.reason
 
     def on_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
@@ -102,14 +102,14 @@ def load_data(spec: JobSpec, rt: Runtime | None = None) -> ImageData | TextData:
 
 
 def run_job(rt: Runtime, job_id: str) -> str:
-    if not isinstance(job_id, str) or not JOB_ID.fullmatch(job_id):
+    if not isinstance(job_id, str) or not ID.fullmatch(job_id):
         log.warning("ignored a message with a malformed job id")
         return "ignored"
     claimed = lease.claim(rt, job_id)
     if claimed is None:
         if lease.give_up(rt, job_id):
             log.warning("job %s failed: its worker stopped in each of its attempts", job_id)
-            return "failed"
+            return JobStatus.FAILED
         log.info("job %s is taken, finished or cancelled; nothing to do", job_id)
         return "skipped"
     spec = JobSpec.model_validate(claimed.spec)
@@ -131,26 +131,26 @@ def run_job(rt: Runtime, job_id: str) -> str:
             outcome = trainer.run(hooks)
             hooks.flush_metrics()
             writer.flush()
-            test = trainer.test_metrics() if outcome == "succeeded" else {}
+            test = trainer.test_metrics() if outcome == JobStatus.SUCCEEDED else {}
         except LeaseLost:
             log.warning("job %s: lease lost, another worker owns it now", job_id)
-            return "lease_lost"
+            return StopReason.LEASE_LOST
         except (TrainingError, torch.OutOfMemoryError) as exc:
             hooks.flush_metrics()
             writer.flush()
             reason = str(exc) if isinstance(exc, TrainingError) else (
                 "out of memory on this job's own model and batch size; make them smaller")
-            recorder.finish(rt, job_id, "failed", reason, "user")
-            return "failed"
+            recorder.fail(rt, job_id, reason, FailureKind.USER)
+            return JobStatus.FAILED
         finally:
             writer.close()
-        if outcome == "succeeded":
+        if outcome == JobStatus.SUCCEEDED:
             recorder.succeed(rt, job_id, model_epoch=trainer.model_epoch, test_metrics=test)
-        elif outcome == "cancel":
-            recorder.finish(rt, job_id, "cancelled")
-        elif outcome == "time_limit":
-            recorder.finish(rt, job_id, "failed", f"stopped at its time limit of {limit:g} s; "
-                            "its checkpoints are kept", "user")
-        elif outcome == "shutdown":
+        elif outcome == StopReason.CANCEL:
+            recorder.cancelled(rt, job_id)
+        elif outcome == StopReason.TIME_LIMIT:
+            assert limit is not None  # a time limit stops only a job that has one
+            recorder.time_out(rt, job_id, limit)
+        elif outcome == StopReason.SHUTDOWN:
             recorder.release(rt, job_id)
         return outcome

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from core.lifecycle import JobStatus, StopReason
 from models import registry
 from models.checkpoint import pack_optimizer, prefixed, strip_prefix, unpack_optimizer
 from models.data import ImageData, TextData, windows
@@ -36,7 +37,7 @@ class TrainingError(Exception):
 
 class Hooks(Protocol):
     def stop_reason(self) -> str | None:
-        """Checked between batches: 'cancel', 'shutdown', 'lease_lost' or None."""
+        """Checked between batches: a StopReason, or None to go on."""
 
     def on_epoch(self, epoch: int, metrics: dict[str, float]) -> None: ...
 
@@ -169,7 +170,10 @@ class Trainer:
         return self.stopper.best_epoch if self.stopper and self.stopper.best_epoch else self.epoch
 
     # -- checkpoints -------------------------------------------------------------------
-    def state(self, metrics: dict[str, float]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    def state(self, metrics: dict[str, float], *, is_best: bool = False
+              ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """What a checkpoint holds. `partial`: stopped mid-epoch (a position to resume from);
+        `is_best`: early stopping's best epoch so far. Neither is a metric."""
         optim_tensors, optim_meta = pack_optimizer(self.optimizer.state_dict())
         tensors = {**prefixed("model.", self.model.state_dict()), **optim_tensors,
                    "rng.torch": torch.get_rng_state()}
@@ -177,7 +181,8 @@ class Trainer:
             tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
         meta = {"arch": self.spec.model.arch, "config": registry.config_dict(self.config),
                 "task": "char" if self.text else "classifier", "data": self.info,
-                "epoch": self.epoch, "metrics": metrics, "optimizer": optim_meta,
+                "epoch": self.epoch, "metrics": metrics, "is_best": is_best,
+                "partial": self.position is not None, "optimizer": optim_meta,
                 "scheduler": self.scheduler.state_dict() if self.scheduler else None,
                 "stopper": self.stopper.state() if self.stopper else None,
                 "position": asdict(self.position) if self.position else None,
@@ -202,7 +207,8 @@ class Trainer:
 
     # -- the loop ----------------------------------------------------------------------
     def run(self, hooks: Hooks) -> str:
-        """Train to the last epoch or an early stop; returns 'succeeded' or why it stopped."""
+        """Train to the last epoch or an early stop; returns JobStatus.SUCCEEDED, or the
+        StopReason it stopped for."""
         training = self.spec.training
         metrics: dict[str, float] = {}
         self._checkpointed_at = time.monotonic()
@@ -210,11 +216,11 @@ class Trainer:
             started = time.perf_counter()
             train_stats = self.train_one_epoch(self.epoch + 1, hooks)
             if train_stats is None:
-                reason = hooks.stop_reason() or "cancel"
-                if reason != "lease_lost" and self.checkpointed_epoch != self.epoch:
+                reason = hooks.stop_reason() or StopReason.CANCEL
+                if reason != StopReason.LEASE_LOST and self.checkpointed_epoch != self.epoch:
                     # Mid-epoch state with its position: a resume continues exactly here.
                     # If the last whole epoch is checkpointed, replaying from it is as exact.
-                    self._checkpoint(hooks, metrics | {"partial": 1.0})
+                    self._checkpoint(hooks, metrics)
                 return reason
             train_seconds = time.perf_counter() - started
             self.epoch += 1
@@ -223,17 +229,15 @@ class Trainer:
                 raise TrainingError(f"training loss became {metrics['train_loss']} at epoch "
                                     f"{self.epoch}; try a lower learning rate or grad_clip")
             improved = self._track(metrics)
-            if improved:
-                metrics["is_best"] = 1.0
             step_scheduler(self.scheduler, training.lr_schedule, metrics)
             stop_early = bool(self.stopper and self.stopper.should_stop)
             metrics["seconds"] = time.perf_counter() - started
             hooks.on_epoch(self.epoch, metrics)
             if improved or stop_early or self._due() or self.epoch == training.epochs:
-                self._checkpoint(hooks, metrics)
+                self._checkpoint(hooks, metrics, is_best=improved)
             if stop_early:
                 break
-        return "succeeded"
+        return JobStatus.SUCCEEDED
 
     def _track(self, metrics: dict[str, float]) -> bool:
         if self.stopper is None:
@@ -263,8 +267,9 @@ class Trainer:
         # training, and long ones would risk too much work between checkpoints.
         return time.monotonic() - self._checkpointed_at >= CHECKPOINT_SECONDS
 
-    def _checkpoint(self, hooks: Hooks, metrics: dict[str, float]) -> None:
-        hooks.on_checkpoint(self.epoch, *self.state(metrics))
+    def _checkpoint(self, hooks: Hooks, metrics: dict[str, float], *,
+                    is_best: bool = False) -> None:
+        hooks.on_checkpoint(self.epoch, *self.state(metrics, is_best=is_best))
         self.checkpointed_epoch = self.epoch
         self._checkpointed_at = time.monotonic()
 

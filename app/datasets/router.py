@@ -3,12 +3,12 @@
 from functools import partial
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from app.datasets import service, store
 from app.datasets.schemas import UPLOAD_FORM, DatasetOut, DatasetPage, Kind
-from app.deps import OwnerDep, SessionDep, SettingsDep
+from app.deps import PAGE_LIMIT_DEFAULT, OwnerDep, PageCursor, PageLimit, SessionDep, SettingsDep
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 DatasetId = Annotated[str, "the dataset's id"]
@@ -60,8 +60,7 @@ async def upload(request: Request, session: SessionDep, settings: SettingsDep, o
 @router.get("", summary="List uploaded datasets, newest first",
             response_model_exclude_unset=True)
 def list_(session: SessionDep, owner: OwnerDep, kind: Kind | None = None,
-          limit: Annotated[int, Query(ge=1, le=200)] = 50,
-          cursor: Annotated[str | None, Query(max_length=64)] = None) -> DatasetPage:
+          limit: PageLimit = PAGE_LIMIT_DEFAULT, cursor: PageCursor = None) -> DatasetPage:
     rows, next_cursor = service.list_datasets(session=session, owner=owner, kind=kind,
                                               limit=limit, cursor=cursor)
     return DatasetPage(items=[service.to_out(r) for r in rows], next_cursor=next_cursor)

@@ -20,10 +20,10 @@ from app.errors import TooLarge, conflict, invalid, not_found
 from core.config import Settings
 from core.db.pages import newest_first
 from core.db.tables import Dataset, Job, Owner, new_id
+from core.lifecycle import ACTIVE
 from models import formats
 from models.data import BUILTINS, builtin_info
 
-ACTIVE = ("queued", "running")  # app.jobs.service has the same; it imports this module
 OPTIONS = {"labels": "idx", "encoding": "text", "label_column": "csv", "shape": "csv"}
 
 

@@ -8,14 +8,16 @@ from fastapi.responses import StreamingResponse
 
 from app.deps import OwnerDep
 from app.events import service
+from core.lifecycle import JobStatus
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
-_EXAMPLE = ('id: 0:running\nevent: status\ndata: {"status":"running","epoch":0,"epochs":3,'
-            '"error":null,"model_id":null,"metrics":null}\n\n'
+_RUNNING, _SUCCEEDED = JobStatus.RUNNING.value, JobStatus.SUCCEEDED.value
+_EXAMPLE = (f'id: 0:{_RUNNING}\nevent: status\ndata: {{"status":"{_RUNNING}","epoch":0,'
+            '"epochs":3,"error":null,"model_id":null,"metrics":null}\n\n'
             'id: 1\nevent: metrics\ndata: {"epoch":1,"train_loss":1.52,"val_loss":1.31}\n\n'
-            'id: 3:succeeded\nevent: status\ndata: {"status":"succeeded","epoch":3,"epochs":3,'
-            '"error":null,"model_id":"…","metrics":{"epoch":3,"train_loss":0.41}}\n\n')
+            f'id: 3:{_SUCCEEDED}\nevent: status\ndata: {{"status":"{_SUCCEEDED}","epoch":3,'
+            '"epochs":3,"error":null,"model_id":"…","metrics":{"epoch":3,"train_loss":0.41}}\n\n')
 
 
 @router.get(

@@ -27,11 +27,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.errors import Invalid
 from app.jobs.service import get_job
 from core.db.tables import EpochMetric, Job, Owner, TrainedModel
+from core.lifecycle import STATUSES, TERMINAL, JobStatus
 
 log = logging.getLogger(__name__)
 
-TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
-STATUSES = frozenset({"queued", "running"}) | TERMINAL
 POLL_SECONDS = 0.25
 # A comment line this often keeps proxies and load balancers from closing an idle stream.
 KEEPALIVE_SECONDS = 15.0
@@ -77,7 +76,7 @@ def parse_event_id(value: str | None) -> Cursor:
         raise Invalid([{"loc": ["header", "Last-Event-ID"], "type": "value_error",
                               "msg": "not an id of this stream: expected EPOCH or EPOCH:STATUS"}])
     # A metric id means the client saw the job running (only a running job writes metrics).
-    return Cursor(epoch=int(number), status=status or ("running" if int(number) else None))
+    return Cursor(epoch=int(number), status=status or (JobStatus.RUNNING if int(number) else None))
 
 
 @dataclass
@@ -104,7 +103,7 @@ def read(sessions: sessionmaker[Session], job_id: str, after_epoch: int) -> Snap
     with sessions() as session:
         job = session.get(Job, job_id)
         if job is None:  # deleted while streaming: report it the way a missing job ends
-            return Snapshot("failed", 0, 0, "the job no longer exists", None, None)
+            return Snapshot(JobStatus.FAILED, 0, 0, "the job no longer exists", None, None)
         snap = Snapshot(job.status, job.epoch, job.epochs, job.error, job.latest_metrics, None)
         if job.status in TERMINAL:
             snap.model_id = session.execute(select(TrainedModel.id).where(
@@ -141,7 +140,7 @@ def events_of(cursor: Cursor, snap: Snapshot) -> tuple[list[str], bool]:
     change (queued again, or the end) goes after every epoch recorded before it."""
     out: list[str] = []
     changed = snap.status != cursor.status
-    if changed and snap.status == "running":
+    if changed and snap.status == JobStatus.RUNNING:
         out.append(_status_event(cursor, snap))
     for epoch, values in snap.rows:
         cursor.epoch = epoch

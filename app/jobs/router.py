@@ -2,12 +2,21 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Header, Query, Response
+from fastapi import APIRouter, Body, Header, Response
 
-from app.deps import OwnerDep, SenderDep, SessionDep, SettingsDep
+from app.deps import (
+    PAGE_LIMIT_DEFAULT,
+    OwnerDep,
+    PageCursor,
+    PageLimit,
+    SenderDep,
+    SessionDep,
+    SettingsDep,
+)
 from app.jobs import service
 from app.jobs.examples import JOB_EXAMPLES
-from app.jobs.schemas import CheckpointList, CheckpointOut, JobOut, JobPage, MetricsOut, Status
+from app.jobs.schemas import CheckpointList, CheckpointOut, JobOut, JobPage, MetricsOut
+from core.lifecycle import JobStatus
 from models.spec import JobSpec
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -30,9 +39,8 @@ def create(spec: Annotated[JobSpec, Body(openapi_examples=JOB_EXAMPLES)], sessio
 
 
 @router.get("", summary="List jobs, newest first")
-def list_(session: SessionDep, owner: OwnerDep, status: Status | None = None,
-          limit: Annotated[int, Query(ge=1, le=200)] = 50,
-          cursor: Annotated[str | None, Query(max_length=64)] = None) -> JobPage:
+def list_(session: SessionDep, owner: OwnerDep, status: JobStatus | None = None,
+          limit: PageLimit = PAGE_LIMIT_DEFAULT, cursor: PageCursor = None) -> JobPage:
     jobs, next_cursor = service.list_jobs(session=session, owner=owner, status=status,
                                           limit=limit, cursor=cursor)
     ids = service.model_ids(session, jobs)

@@ -1,11 +1,11 @@
 """What the jobs routes return. The request body is models.spec.JobSpec."""
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, Field
 
-Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+from core.lifecycle import FailureKind, JobStatus
 
 
 class Progress(BaseModel):
@@ -17,7 +17,7 @@ class Progress(BaseModel):
 class JobOut(BaseModel):
     id: str
     name: str
-    status: Status
+    status: JobStatus
     spec: dict[str, Any] = Field(description="the full spec with defaults filled in")
     progress: Progress
     metrics: dict[str, Any] | None = Field(description="the latest epoch's metrics")
@@ -27,7 +27,7 @@ class JobOut(BaseModel):
         None, description="why a queued job has not yet been handed to the broker (it is "
         "unreachable, or cannot be loaded); it is sent again by itself once the broker answers, "
         "and this is null again. Null while it waits for a free worker as usual")
-    failure_kind: Literal["user", "infrastructure"] | None = Field(
+    failure_kind: FailureKind | None = Field(
         None, description="whose fault a failure was: the job's own (its data, spec or limits; "
         "never retried) or the infrastructure's (workers lost; retried up to a cap)")
     model_id: str | None = Field(description="set once the job has produced a model")
@@ -56,7 +56,10 @@ class CheckpointOut(BaseModel):
     epoch: int
     sha256: str
     bytes: int
-    metrics: dict[str, Any]
+    metrics: dict[str, Any] = Field(description="the epoch's measurements")
+    is_best: bool = Field(description="early stopping's best epoch when it was written")
+    partial: bool = Field(description="written mid-epoch when the job stopped; its metrics "
+                          "are the last whole epoch's")
     created_at: datetime
 
 

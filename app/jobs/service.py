@@ -3,22 +3,24 @@
 from typing import Any
 
 from celery import Celery
-from sqlalchemy import Select, func, select, update
+from sqlalchemy import Select, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.datasets.service import lock_for_job, resolve_dataset
 from app.errors import OverLimit, conflict, invalid, not_found
 from app.jobs.schemas import JobOut, Progress
+from core import lifecycle
 from core.config import Settings
 from core.db.liveness import gpu_worker_alive
 from core.db.pages import newest_first
 from core.db.tables import Checkpoint, EpochMetric, Job, Owner, TrainedModel, utcnow
 from core.dispatch import send_new
+from core.lifecycle import ACTIVE, JobStatus, ModelStatus
 from models import memory, registry
 from models.spec import MAX_PARAMETERS, JobSpec
 
-ACTIVE = ("queued", "running")
+
 def scoped(query: Select[Any], owner: Owner, column: Any) -> Select[Any]:
     return query if owner.is_admin else query.where(column == owner.id)
 
@@ -75,7 +77,7 @@ def _check_init_from(session: Session, owner: Owner, spec: JobSpec,
     source = get_job(session=session, owner=owner, job_id=spec.init_from)
     model = session.execute(select(TrainedModel).where(TrainedModel.job_id == source.id)
                             ).scalar_one_or_none()
-    if model is None or model.status != "ready":
+    if model is None or model.status != ModelStatus.READY:
         raise conflict("init_from: that job has no ready model (it has not succeeded)")
     source_spec = JobSpec.model_validate(source.spec)
     mine = registry.config_from_spec(spec.model, info)
@@ -119,7 +121,7 @@ def create_job(*, session: Session, sender: Celery, settings: Settings, owner: O
               epochs=spec.training.epochs, idempotency_key=idempotency_key,
               # Claimed for this send (core/dispatch.py), so that no resend races it.
               sent_at=utcnow())
-    session.add(job)
+    lifecycle.submit(session, job)
     try:
         session.flush()
         # The dataset, checked again and held in the transaction that records the job: a
@@ -170,7 +172,7 @@ def to_out(job: Job, model_id: str | None) -> JobOut:
         progress=Progress(epoch=job.epoch, epochs=job.epochs,
                           fraction=round(job.epoch / job.epochs, 6) if job.epochs else 0.0),
         metrics=job.latest_metrics, attempts=job.attempts, error=job.error,
-        waiting_reason=job.waiting_reason if job.status == "queued" else None,
+        waiting_reason=job.waiting_reason if job.status == JobStatus.QUEUED else None,
         failure_kind=job.failure_kind, model_id=model_id,
         device=job.device_used, queue=job.queue, cancel_requested=job.cancel_requested,
         created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at)
@@ -178,16 +180,11 @@ def to_out(job: Job, model_id: str | None) -> JobOut:
 
 def cancel_job(*, session: Session, owner: Owner, job_id: str) -> Job:
     job = get_job(session=session, owner=owner, job_id=job_id)
-    flagged = session.execute(update(Job).where(Job.id == job.id, Job.status.in_(ACTIVE))
-                              .values(cancel_requested=True)
-                              .execution_options(synchronize_session=False)).rowcount
-    if not flagged:
+    if not lifecycle.request_cancel(session, job.id):
         session.rollback()
         raise conflict(f"the job is already {job.status}")
     # A queued job ends here; a running one ends when its worker next looks (it checkpoints).
-    session.execute(update(Job).where(Job.id == job.id, Job.status == "queued")
-                    .values(status="cancelled", finished_at=utcnow())
-                    .execution_options(synchronize_session=False))
+    lifecycle.cancel_queued(session, job.id)
     session.commit()
     session.refresh(job)
     return job

@@ -53,10 +53,6 @@ def revoke_key(session: Session, *, which: str) -> int:
     return 0
 
 
-def owner_for_key(session: Session, key: str) -> Owner | None:
-    return owner_for_key_hash(session, hash_key(key))
-
-
 def owner_for_key_hash(session: Session, key_hash: str) -> Owner | None:
     row = session.execute(
         select(ApiKey, Owner).join(Owner, Owner.id == ApiKey.owner_id)

@@ -11,17 +11,17 @@ from functools import partial
 from typing import Annotated, Any, TypeVar
 
 import fastapi
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 from starlette.requests import ClientDisconnect
 
 from app.bodies import PARSE_INLINE_BYTES
-from app.deps import OwnerDep, SessionDep, authenticate
+from app.deps import PAGE_LIMIT_DEFAULT, OwnerDep, PageCursor, PageLimit, SessionDep, authenticate
 from app.errors import ClientGone
 from app.serving import service
-from app.serving.routing import DirectRoute
+from app.serving.direct_route import DirectRoute
 from app.serving.runtime import Serving
 from app.serving.schemas import (
     GENERATE_EXAMPLES,
@@ -78,8 +78,8 @@ async def parse_large(parse: Callable[..., T], raw: bytes, *args: Any) -> T:
 
 
 @router.get("", summary="List models, newest first")
-def list_(session: SessionDep, owner: OwnerDep, limit: Annotated[int, Query(ge=1, le=200)] = 50,
-          cursor: Annotated[str | None, Query(max_length=64)] = None) -> ModelPage:
+def list_(session: SessionDep, owner: OwnerDep, limit: PageLimit = PAGE_LIMIT_DEFAULT,
+          cursor: PageCursor = None) -> ModelPage:
     rows, next_cursor = service.list_models(session=session, owner=owner, limit=limit,
                                             cursor=cursor)
     return ModelPage(items=[ModelOut.model_validate(r, from_attributes=True) for r in rows],

@@ -20,6 +20,7 @@ from app.serving.cache import LoadedModel, ModelCache
 from app.singleflight import SingleFlight
 from core.config import Settings
 from core.db.tables import Checkpoint, TrainedModel
+from core.lifecycle import ModelStatus
 from models import checkpoint as ckpt
 
 log = logging.getLogger(__name__)
@@ -107,7 +108,7 @@ def warm(serving: Serving, model_id: str) -> LoadedModel:
     with serving.sessions() as session:
         row = session.execute(select(TrainedModel).where(TrainedModel.id == model_id)
                               ).scalar_one_or_none()
-        if row is None or row.status != "ready":
+        if row is None or row.status != ModelStatus.READY:
             raise LookupError("no ready model with that id")
         loaded = load_row(serving, row, session)
     started = time.perf_counter()

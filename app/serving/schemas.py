@@ -5,6 +5,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from core.lifecycle import ModelStatus
+
 MAX_TEXT = 10_000
 MAX_INPUTS = 1024
 
@@ -13,7 +15,7 @@ class ModelOut(BaseModel):
     id: str
     name: str
     job_id: str
-    status: str = Field(description="training, ready or unavailable; only ready ones predict")
+    status: ModelStatus = Field(description="only ready models predict")
     arch: str
     task: str = Field(description="'char' (next-character model) or 'classifier'")
     info: dict[str, Any] = Field(description="dataset, and vocab or classes and shape")

@@ -27,6 +27,7 @@ from app.serving.runtime import Serving, load_row
 from app.serving.schemas import GenerateIn, PredictIn
 from core.db.pages import newest_first
 from core.db.tables import Owner, TrainedModel
+from core.lifecycle import ModelStatus
 from models.checkpoint import CheckpointError
 
 
@@ -48,7 +49,7 @@ def ready_model(*, serving: Serving, owner: Owner, model_id: str) -> LoadedModel
     """The loaded model, after the database says this owner may use it and it is ready."""
     with serving.sessions() as session:
         row = get_model(session=session, owner=owner, model_id=model_id)
-        if row.status != "ready":
+        if row.status != ModelStatus.READY:
             raise conflict(f"the model is not ready: it is {row.status}")
         try:
             return load_row(serving, row, session)

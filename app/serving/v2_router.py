@@ -14,11 +14,12 @@ from sqlalchemy import text
 
 from app.deps import OwnerDep, authenticate
 from app.errors import DomainError, status_of
-from app.serving import service, v2
+from app.serving import service, v2_adapter, v2_codec
+from app.serving.direct_route import DirectRoute
 from app.serving.router import JSONBytes, parse_large, read_body, serving_of
-from app.serving.routing import DirectRoute
 from app.serving.schemas import V2InferIn, V2InferOut, V2ModelMeta, json_body
 from core.db.tables import Owner
+from core.lifecycle import ModelStatus
 
 
 def _message(detail: object) -> str:
@@ -46,7 +47,7 @@ class V2Route(APIRoute):
 
 
 class V2DirectRoute(V2Route, DirectRoute):
-    """`infer`, the protocol's hot path: served directly (see routing.py), errors as v2."""
+    """`infer`, the protocol's hot path: served directly (see direct_route.py), errors as v2."""
 
 
 router = APIRouter(prefix="/v2", tags=["open inference protocol (v2)"], route_class=V2Route)
@@ -83,7 +84,7 @@ async def ready(request: Request, _: OwnerDep) -> JSONResponse:
 def _row_metadata(request: Request, owner: Owner, model_id: str) -> tuple[str, dict[str, Any]]:
     with request.app.state.sessions() as session:
         row = service.get_model(session=session, owner=owner, model_id=model_id)
-        return row.status, v2.metadata(row.id, row.task, row.info)
+        return row.status, v2_adapter.metadata(row.id, row.task, row.info)
 
 
 @router.get("/models/{model_id}", summary="Model metadata: its input and output tensors",
@@ -97,7 +98,7 @@ async def model_metadata(model_id: str, request: Request, owner: OwnerDep) -> V2
             responses=_ERRORS)
 async def model_ready(model_id: str, request: Request, owner: OwnerDep) -> JSONResponse:
     status, _ = await run_in_threadpool(_row_metadata, request, owner, model_id)
-    ready = status == "ready"
+    ready = status == ModelStatus.READY
     return JSONResponse({"name": model_id, "ready": ready}, status_code=200 if ready else 409)
 
 
@@ -106,15 +107,15 @@ async def infer(model_id: str, request: Request) -> Response:
     names the JSON part's length; raw tensors follow it)."""
     owner = await authenticate(request)
     serving = serving_of(request)
-    parsed = await parse_large(v2.parse, await read_body(request),
-                               request.headers.get(v2.HEADER_LENGTH))
+    parsed = await parse_large(v2_codec.parse, await read_body(request),
+                               request.headers.get(v2_codec.HEADER_LENGTH))
     model = await service.resolve(serving, owner=owner, model_id=model_id)
-    body, header_length = v2.encode_response(model_id, parsed,
-                                             await v2.infer(serving, model, parsed))
+    body, header_length = v2_codec.encode_response(model_id, parsed,
+                                             await v2_adapter.infer(serving, model, parsed))
     if header_length is None:
         return JSONBytes(body)
     return Response(body, media_type="application/octet-stream",
-                    headers={v2.HEADER_LENGTH: str(header_length)})
+                    headers={v2_codec.HEADER_LENGTH: str(header_length)})
 
 
 router.add_api_route("/models/{model_id}/infer", infer, methods=["POST"], summary="Inference",

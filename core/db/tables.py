@@ -22,7 +22,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
 def new_id() -> str:
-    """48 bits of milliseconds then 64 random bits, hex: sortable by creation, unguessable."""
+    """48 bits of milliseconds then 64 random bits, hex: sortable by creation, unguessable.
+    models.store.ID is its pattern."""
     return f"{int(time.time() * 1000):012x}{secrets.token_hex(8)}"
 
 
@@ -105,7 +106,9 @@ class Job(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     owner_id: Mapped[str] = mapped_column(ForeignKey("owners.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(200))
-    status: Mapped[str] = mapped_column(String(16), default="queued", index=True)
+    # A JobStatus; set and changed only by core/lifecycle.py (no default: a row made
+    # elsewhere fails loudly rather than appearing with a status nobody gave it).
+    status: Mapped[str] = mapped_column(String(16), index=True)
     spec: Mapped[dict[str, Any]]
     dataset_ref: Mapped[str] = mapped_column(String(64))
     queue: Mapped[str] = mapped_column(String(16))
@@ -114,7 +117,7 @@ class Job(Base):
     latest_metrics: Mapped[dict[str, Any] | None]
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text)
-    # 'user' (its data, spec or limits: not retried) or 'infrastructure' (workers lost).
+    # A FailureKind (core/lifecycle.py): whose fault a failure was.
     failure_kind: Mapped[str | None] = mapped_column(String(16))
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     idempotency_key: Mapped[str | None] = mapped_column(String(200))
@@ -151,7 +154,13 @@ class Checkpoint(Base):
     path: Mapped[str] = mapped_column(String(400))
     sha256: Mapped[str] = mapped_column(String(64))
     bytes: Mapped[int] = mapped_column(Integer)
+    # The epoch's measurements only; what the checkpoint is goes in the columns below.
     metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # Early stopping's best epoch so far when it was written.
+    is_best: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Written mid-epoch when the job stopped (cancel, shutdown, time limit): it resumes
+    # exactly, but its metrics are the last whole epoch's, so it is never "the best".
+    partial: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -163,9 +172,8 @@ class TrainedModel(Base):
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), unique=True)
     checkpoint_id: Mapped[str] = mapped_column(ForeignKey("checkpoints.id"))
     name: Mapped[str] = mapped_column(String(200))
-    # 'training' while its job runs (it follows the latest checkpoint), 'ready' once the job
-    # succeeded, 'unavailable' if it failed or was cancelled.
-    status: Mapped[str] = mapped_column(String(16), default="training")
+    # A ModelStatus; set and changed only by core/lifecycle.py, with its job's.
+    status: Mapped[str] = mapped_column(String(16))
     arch: Mapped[str] = mapped_column(String(16))
     task: Mapped[str] = mapped_column(String(16))
     info: Mapped[dict[str, Any]] = mapped_column(default=dict)

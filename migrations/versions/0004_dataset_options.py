@@ -1,7 +1,7 @@
 """datasets: options are part of an upload's identity; stored size for the owner's quota
 
-Revision ID: 0004_dataset_options
-Revises: 0002 (at merge: 0003_checkpoint_flags)
+Revision ID: 0004
+Revises: 0003
 
 Rows made before have no recorded options: they get an empty options_key, which no new
 upload has, so they are never returned for an upload whose options may differ.
@@ -11,8 +11,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0004_dataset_options"
-down_revision: str | Sequence[str] | None = "0002"
+revision: str = "0004"
+down_revision: str | Sequence[str] | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

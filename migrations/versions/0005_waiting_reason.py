@@ -1,15 +1,15 @@
 """jobs.waiting_reason: why a queued job has not reached the broker
 
-Revision ID: 0005_waiting_reason
-Revises: 0004_dataset_options
+Revision ID: 0005
+Revises: 0004
 """
 from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0005_waiting_reason"
-down_revision: str | Sequence[str] | None = "0004_dataset_options"
+revision: str = "0005"
+down_revision: str | Sequence[str] | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

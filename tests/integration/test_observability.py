@@ -63,6 +63,7 @@ def test_metrics_hold_the_service_series_after_a_job_and_predictions(service: Se
     assert value(families, "trainserve_model_cache_loads_total") >= 1
     assert value(families, "trainserve_model_cache_hits_total") >= 4
     assert value(families, "trainserve_model_load_seconds_total") > 0
+    assert value(families, "trainserve_model_cache_evictions_total") >= 0  # exported
     batches = value(families, "trainserve_prediction_batches_total")
     assert batches >= 1
     assert value(families, "trainserve_prediction_batched_requests_total") >= 5

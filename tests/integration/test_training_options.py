@@ -56,9 +56,12 @@ def test_early_stopping_through_the_api(service: Service) -> None:
         best = min(rows, key=lambda row: row["val_loss"])
         model = client.get(f"/v1/models/{job['model_id']}").json()
         assert model["metrics"]["epoch"] == best["epoch"]
-        kept = [c["epoch"] for c in client.get(f"/v1/jobs/{job['id']}/checkpoints"
-                                               ).json()["items"]]
+        items = client.get(f"/v1/jobs/{job['id']}/checkpoints").json()["items"]
+        kept = [c["epoch"] for c in items]
         assert best["epoch"] in kept
+        # Which checkpoint is early stopping's best is a field, not a metric.
+        assert [c["is_best"] for c in items if c["epoch"] == best["epoch"]] == [True]
+        assert not any("is_best" in c["metrics"] or "is_best" in r for c in items for r in rows)
 
 
 def test_builtin_datasets_are_listed(service: Service) -> None:

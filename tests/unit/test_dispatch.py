@@ -10,6 +10,7 @@ from celery import Celery
 from sqlalchemy.orm import Session, sessionmaker
 
 from app import cli
+from core import lifecycle
 from core.broker import broker_problem, make_sender, send_wakeup
 from core.config import Settings
 from core.db.engine import make_engine, make_sessionmaker, session_scope
@@ -47,7 +48,7 @@ def _queued_job(sessions: sessionmaker[Session], claimed: bool = True) -> str:
         session.flush()
         job = Job(owner_id=owner.id, name="j", spec={}, dataset_ref="builtin:digits",
                   queue="cpu", epochs=1, sent_at=utcnow() if claimed else None)
-        session.add(job)
+        lifecycle.submit(session, job)
         session.flush()
         return job.id
 

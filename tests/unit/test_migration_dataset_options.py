@@ -1,47 +1,25 @@
 """Migration 0004: datasets made before keep working, get their stored size for the quota,
 and an empty options_key that no new upload has (their options were never recorded)."""
 
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
 import sqlalchemy as sa
-from alembic import command
 
-from core.db.migrate import alembic_config
-from tests.integration.service import PG_ADMIN_URL, postgres_reachable
+from tests.unit.databases import BACKENDS, engine_for, migrate
 
-MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
-BEFORE = "0002"
+BEFORE = "0003"
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=BACKENDS)
 def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[sa.Engine]:
-    if request.param == "sqlite":
-        engine = sa.create_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    with engine_for(request.param, tmp_path) as engine:
         yield engine
-        engine.dispose()
-        return
-    if not postgres_reachable():
-        pytest.skip("PostgreSQL unreachable")
-    name = f"trainserve_migration_{secrets.token_hex(4)}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    base = PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
-    engine = sa.create_engine(f"{base}/{name}", poolclass=sa.pool.NullPool)
-    yield engine
-    engine.dispose()
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _migrate(engine: sa.Engine, revision: str, down: bool = False) -> None:
-    config = alembic_config(MIGRATIONS)
-    with engine.begin() as conn:
-        config.attributes["connection"] = conn
-        (command.downgrade if down else command.upgrade)(config, revision)
+    migrate(engine, revision, down=down)
 
 
 def _insert(conn: sa.Connection, dataset_id: str, options_key: str | None) -> None:

@@ -64,7 +64,8 @@ def test_early_stopping_ends_the_run_and_the_model_is_the_best_epoch() -> None:
     best = min(hooks.epochs, key=lambda row: row[1]["val_loss"])[0]
     assert trainer.model_epoch == best
     assert best in [epoch for epoch, _, _ in hooks.checkpoints]
-    assert all(m.get("is_best") == 1.0 for e, m in hooks.epochs if e == best)
+    assert all(meta["is_best"] for e, _, meta in hooks.checkpoints if e == best)
+    assert not any("is_best" in m for _, m in hooks.epochs)  # metrics hold measurements only
 
 
 def test_schedule_and_stopper_state_survive_a_resume() -> None:

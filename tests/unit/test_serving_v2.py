@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from app.errors import DomainError, status_of
-from app.serving import v2
+from app.serving import v2_adapter, v2_codec
 
 
 def _bytes_tensor(items: list[bytes]) -> bytes:
@@ -21,7 +21,7 @@ def test_json_tensors() -> None:
         {"name": "input", "shape": [2, 2], "datatype": "FP32", "data": [[1, 2], [3, 4.5]]},
     ], "outputs": [{"name": "probs", "parameters": {"binary_data": True}},
                    {"name": "label"}]}).encode()
-    request = v2.parse(body, None)
+    request = v2_codec.parse(body, None)
     assert request.id == "r1"
     assert request.inputs["text"].tolist() == [b"hihell", "hé".encode()]
     assert request.inputs["input"].dtype == np.float32
@@ -38,7 +38,7 @@ def test_binary_tensors_follow_the_json_header() -> None:
         {"name": "text", "shape": [3], "datatype": "BYTES",
          "parameters": {"binary_data_size": len(texts)}}],
         "parameters": {"binary_data_output": True}}).encode()
-    request = v2.parse(header + floats.tobytes() + texts, str(len(header)))
+    request = v2_codec.parse(header + floats.tobytes() + texts, str(len(header)))
     assert request.inputs["input"].tolist() == floats.reshape(2, 3).tolist()
     assert request.inputs["text"].tolist() == [b"ab", b"", b"xyz"]
     assert request.outputs is None and request.binary_default
@@ -71,13 +71,15 @@ def test_binary_tensors_follow_the_json_header() -> None:
 ])
 def test_malformed_requests_are_400(body: bytes, header: str | None, says: str) -> None:
     with pytest.raises(DomainError) as caught:
-        v2.parse(body, str(len(body)) if header == "whole" else header)
+        v2_codec.parse(body, str(len(body)) if header == "whole" else header)
     assert status_of(caught.value) == 400
     assert says in str(caught.value.detail)
 
 
-def _request(outputs: dict[str, bool] | None, binary_default: bool = False) -> v2.InferRequest:
-    return v2.InferRequest(id="7", inputs={}, outputs=outputs, binary_default=binary_default)
+def _request(outputs: dict[str, bool] | None,
+             binary_default: bool = False) -> v2_codec.InferRequest:
+    return v2_codec.InferRequest(id="7", inputs={}, outputs=outputs,
+                                 binary_default=binary_default)
 
 
 OUTPUTS = {"next_char": ("BYTES", np.array([b"o", b"\xc3\xa9"], dtype=object)),
@@ -85,7 +87,7 @@ OUTPUTS = {"next_char": ("BYTES", np.array([b"o", b"\xc3\xa9"], dtype=object)),
 
 
 def test_json_response() -> None:
-    body, header_length = v2.encode_response("m", _request(None), OUTPUTS)
+    body, header_length = v2_codec.encode_response("m", _request(None), OUTPUTS)
     assert header_length is None
     response = json.loads(body)
     assert response["model_name"] == "m" and response["id"] == "7"
@@ -96,7 +98,7 @@ def test_json_response() -> None:
 
 
 def test_only_requested_outputs_and_binary_where_asked() -> None:
-    body, header_length = v2.encode_response("m", _request({"probs": True}), OUTPUTS)
+    body, header_length = v2_codec.encode_response("m", _request({"probs": True}), OUTPUTS)
     assert header_length is not None
     header = json.loads(body[:header_length])
     [probs] = header["outputs"]
@@ -108,7 +110,7 @@ def test_only_requested_outputs_and_binary_where_asked() -> None:
 def test_tritonclient_reads_both_forms() -> None:
     http = pytest.importorskip("tritonclient.http")
     for binary in (False, True):
-        body, header_length = v2.encode_response("m", _request(None, binary), OUTPUTS)
+        body, header_length = v2_codec.encode_response("m", _request(None, binary), OUTPUTS)
         result = http.InferResult.from_response_body(body, header_length=header_length)
         assert result.as_numpy("probs").tolist() == OUTPUTS["probs"][1].tolist()
         chars = [c.decode() if isinstance(c, bytes) else c for c in result.as_numpy("next_char")]
@@ -116,11 +118,11 @@ def test_tritonclient_reads_both_forms() -> None:
 
 
 def test_metadata_names_the_tensors() -> None:
-    char = v2.metadata("m", "char", {"vocab": ["a", "b", "c"]})
+    char = v2_adapter.metadata("m", "char", {"vocab": ["a", "b", "c"]})
     assert char["inputs"] == [{"name": "text", "datatype": "BYTES", "shape": [-1]}]
     assert {o["name"] for o in char["outputs"]} == {"next_char", "sequence", "probs"}
     assert next(o for o in char["outputs"] if o["name"] == "probs")["shape"] == [-1, 3]
-    classifier = v2.metadata("c", "classifier", {"classes": ["0", "1"], "shape": [1, 8, 8]})
+    classifier = v2_adapter.metadata("c", "classifier", {"classes": ["0", "1"], "shape": [1, 8, 8]})
     assert classifier["inputs"] == [{"name": "input", "datatype": "FP32",
                                      "shape": [-1, 1, 8, 8]}]
     assert {o["name"] for o in classifier["outputs"]} == {"label", "probs"}

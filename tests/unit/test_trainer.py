@@ -159,7 +159,7 @@ def test_cancel_mid_run_returns_cancel_with_one_partial_checkpoint() -> None:
     assert len(hooks.checkpoints) == 1
     epoch, _, meta = hooks.checkpoints[0]
     assert epoch == 1
-    assert meta["metrics"]["partial"] == 1.0
+    assert meta["partial"] is True
     assert meta["metrics"]["train_loss"] == hooks.epochs[0][1]["train_loss"]
 
 
@@ -168,7 +168,7 @@ def test_cancel_in_the_first_epoch_still_keeps_the_weights() -> None:
     hooks = Hooks("cancel", stop_after=3)
     assert trainer.run(hooks) == "cancel"
     assert hooks.epochs == []
-    assert [(e, m["metrics"]) for e, _, m in hooks.checkpoints] == [(0, {"partial": 1.0})]
+    assert [(e, m["metrics"], m["partial"]) for e, _, m in hooks.checkpoints] == [(0, {}, True)]
 
 
 def test_a_lost_lease_stops_without_writing_a_checkpoint() -> None:

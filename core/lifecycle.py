@@ -1,0 +1,232 @@
+"""Job and model statuses, and every transition between them (DESIGN.md, invariant 6).
+
+Each transition is one conditional UPDATE whose WHERE clause names the states it leaves
+from, and each returns whether it moved (a row count, never a read then a write): two
+processes racing for the same job cannot both win. Nothing outside this module writes a
+`status` column. The caller owns the session and commits, so a transition commits together
+with the other writes of its step; `hold` is the guard for those writes.
+
+"Held" below means: running, with `lease_owner` the calling worker. "Waiting" means: queued,
+or running under a lease that ran out (its worker died), and no cancel requested.
+
+Jobs
+    function         from                                   to
+    submit           (new row)                              queued
+    claim            waiting, attempts left                 running (lease taken, attempt +1)
+    renew            held                                   running (lease extended)
+    hold             held                                   running (progress, checkpoints)
+    take_back        running, lease run out                 queued
+    give_up          waiting, attempts spent                failed (infrastructure)
+    request_cancel   queued, running                        unchanged, cancel_requested set
+    cancel_queued    queued, cancel requested               cancelled
+    cancel_running   held                                   cancelled
+    succeed          held                                   succeeded
+    fail             held                                   failed (user or infrastructure)
+    time_out         held                                   failed (user: its time limit)
+    hand_back        held                                   queued (attempt given back)
+
+Models (the record of a job's newest or best checkpoint)
+    start_model      (new row, at the job's first checkpoint)  training
+    training         -> ready        when its job succeeds (succeed)
+    training         -> unavailable  when its job fails or is cancelled (fail, time_out,
+                                     cancel_running)
+
+Every other move is illegal: succeeded, failed and cancelled are final, and a model leaves
+`training` once.
+"""
+
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import ColumnElement, String, cast, func, literal, or_, update
+from sqlalchemy.orm import Session
+
+from core.db.tables import Job, TrainedModel, utcnow
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class ModelStatus(StrEnum):
+    TRAINING = "training"  # its job runs; it follows the job's latest checkpoint
+    READY = "ready"  # its job succeeded; only ready models predict
+    UNAVAILABLE = "unavailable"  # its job failed or was cancelled
+
+
+class FailureKind(StrEnum):
+    USER = "user"  # the job's data, spec or limits: never retried
+    INFRASTRUCTURE = "infrastructure"  # workers lost: retried up to a cap
+
+
+class StopReason(StrEnum):
+    """Why a training loop stopped before its last epoch; the runner maps each to its
+    transition (or, for a lost lease, to none: another worker owns the job)."""
+
+    CANCEL = "cancel"  # -> cancel_running
+    TIME_LIMIT = "time_limit"  # -> time_out
+    SHUTDOWN = "shutdown"  # -> hand_back
+    LEASE_LOST = "lease_lost"  # nothing: the job is not ours any more
+    WRITE_FAILED = "write_failed"  # the recorder could not write; the job is left to retry
+
+
+ACTIVE = frozenset({JobStatus.QUEUED, JobStatus.RUNNING})
+TERMINAL = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
+STATUSES = ACTIVE | TERMINAL  # a plain str is `in` these: StrEnum members hash as their values
+
+
+def _run(session: Session, statement: Any) -> int:
+    return session.execute(statement.execution_options(synchronize_session=False)).rowcount
+
+
+def _held(job_id: str, worker: str) -> list[ColumnElement[bool]]:
+    return [Job.id == job_id, Job.lease_owner == worker, Job.status == JobStatus.RUNNING]
+
+
+def _waiting(job_id: str, now: datetime) -> list[ColumnElement[bool]]:
+    return [Job.id == job_id, Job.status.in_(ACTIVE), Job.cancel_requested.is_(False),
+            or_(Job.lease_expires_at.is_(None), Job.lease_expires_at < now)]
+
+
+def _end_model(session: Session, job_id: str, status: ModelStatus, **values: Any) -> None:
+    """The job's model leaves `training` with its job (a job may end before any checkpoint,
+    and so without a model)."""
+    _run(session, update(TrainedModel).where(TrainedModel.job_id == job_id,
+                                             TrainedModel.status == ModelStatus.TRAINING)
+         .values(status=status, **values))
+
+
+# -- jobs: submitted, taken, kept ----------------------------------------------------------
+
+def submit(session: Session, job: Job) -> None:
+    """A new job row, queued; it exists once the caller commits."""
+    job.status = JobStatus.QUEUED
+    session.add(job)
+
+
+def start_model(session: Session, model: TrainedModel) -> None:
+    """A new model row, training: it follows its job's checkpoints until the job ends."""
+    model.status = ModelStatus.TRAINING
+    session.add(model)
+
+
+def claim(session: Session, job_id: str, *, worker: str, lease_seconds: float,
+          max_attempts: int) -> bool:
+    """Waiting, with attempts left -> running under `worker`'s lease."""
+    now = utcnow()
+    return _run(session, update(Job).where(*_waiting(job_id, now), Job.attempts < max_attempts)
+                .values(status=JobStatus.RUNNING, lease_owner=worker,
+                        attempts=Job.attempts + 1,
+                        lease_expires_at=now + timedelta(seconds=lease_seconds),
+                        started_at=func.coalesce(Job.started_at, now))) == 1
+
+
+def renew(session: Session, job_id: str, *, worker: str, lease_seconds: float) -> bool:
+    """Held -> held for another `lease_seconds`; False means the lease is lost."""
+    return _run(session, update(Job).where(*_held(job_id, worker)).values(
+        lease_expires_at=utcnow() + timedelta(seconds=lease_seconds))) == 1
+
+
+def hold(session: Session, job_id: str, *, worker: str, **values: Any) -> bool:
+    """Write a held job's other columns (progress, device); with no values, only check that
+    it is held. False means another worker owns it now, and nothing was written."""
+    if "status" in values:
+        raise ValueError("statuses change only through a named transition")
+    return _run(session, update(Job).where(*_held(job_id, worker))
+                .values(**(values or {"lease_owner": worker}))) == 1
+
+
+def take_back(session: Session) -> list[str]:
+    """Running under a lease that ran out (its worker died) -> queued, to be sent again and
+    resumed elsewhere. Returns the ids taken back."""
+    return list(session.execute(
+        update(Job).where(Job.status == JobStatus.RUNNING, Job.lease_expires_at < utcnow())
+        .values(status=JobStatus.QUEUED, lease_owner=None, lease_expires_at=None, sent_at=None)
+        .returning(Job.id)).scalars())
+
+
+def give_up(session: Session, job_id: str, *, max_attempts: int) -> bool:
+    """Waiting with every attempt spent (each ended with its worker gone) -> failed. It is
+    never shown running again."""
+    now = utcnow()
+    error = (literal("gave up after ") + cast(Job.attempts, String)
+             + literal(" attempts; the worker running it stopped each time"))
+    return _run(session, update(Job).where(*_waiting(job_id, now), Job.attempts >= max_attempts)
+                .values(status=JobStatus.FAILED, error=error,
+                        failure_kind=FailureKind.INFRASTRUCTURE, finished_at=now,
+                        lease_owner=None, lease_expires_at=None)) == 1
+
+
+# -- jobs: cancelled ------------------------------------------------------------------------
+
+def request_cancel(session: Session, job_id: str) -> bool:
+    """Queued or running: flag it. A queued job then ends at once (cancel_queued); a running
+    one when its worker next looks (it checkpoints, then cancel_running)."""
+    return _run(session, update(Job).where(Job.id == job_id, Job.status.in_(ACTIVE))
+                .values(cancel_requested=True)) == 1
+
+
+def cancel_queued(session: Session, job_id: str | None = None) -> int:
+    """Queued with a cancel requested -> cancelled: this job, or every such job if None.
+    Returns how many moved."""
+    where = [Job.status == JobStatus.QUEUED, Job.cancel_requested.is_(True)]
+    if job_id is not None:
+        where.append(Job.id == job_id)
+    return _run(session, update(Job).where(*where).values(status=JobStatus.CANCELLED,
+                                                           finished_at=utcnow()))
+
+
+def _end(session: Session, job_id: str, worker: str, status: JobStatus, model: ModelStatus,
+         **values: Any) -> bool:
+    moved = _run(session, update(Job).where(*_held(job_id, worker)).values(
+        status=status, finished_at=utcnow(), lease_owner=None, lease_expires_at=None,
+        **values)) == 1
+    if moved:
+        _end_model(session, job_id, model)
+    return moved
+
+
+def cancel_running(session: Session, job_id: str, *, worker: str) -> bool:
+    """Held -> cancelled, by its worker once the loop stopped; its model is unavailable."""
+    return _end(session, job_id, worker, JobStatus.CANCELLED, ModelStatus.UNAVAILABLE)
+
+
+# -- jobs: ended by their worker ------------------------------------------------------------
+
+def succeed(session: Session, job_id: str, *, worker: str, latest_metrics: dict[str, Any],
+            checkpoint_id: str, model_metrics: dict[str, Any]) -> bool:
+    """Held -> succeeded; its model becomes ready, pointing at `checkpoint_id`."""
+    moved = _run(session, update(Job).where(*_held(job_id, worker)).values(
+        status=JobStatus.SUCCEEDED, finished_at=utcnow(), lease_owner=None,
+        lease_expires_at=None, latest_metrics=latest_metrics)) == 1
+    if moved:
+        _end_model(session, job_id, ModelStatus.READY, checkpoint_id=checkpoint_id,
+                   metrics=model_metrics)
+    return moved
+
+
+def fail(session: Session, job_id: str, *, worker: str, error: str,
+         kind: FailureKind) -> bool:
+    """Held -> failed with a reason and whose fault it was; its model is unavailable."""
+    return _end(session, job_id, worker, JobStatus.FAILED, ModelStatus.UNAVAILABLE,
+                error=error, failure_kind=kind)
+
+
+def time_out(session: Session, job_id: str, *, worker: str, limit_seconds: float) -> bool:
+    """Held -> failed at its wall-clock limit (the user's: the spec or its default)."""
+    return fail(session, job_id, worker=worker, kind=FailureKind.USER,
+                error=f"stopped at its time limit of {limit_seconds:g} s; its checkpoints "
+                "are kept")
+
+
+def hand_back(session: Session, job_id: str, *, worker: str) -> bool:
+    """Held -> queued on a graceful shutdown, so that another worker resumes it. The attempt
+    is given back too: only deliveries that failed count towards the cap."""
+    return _run(session, update(Job).where(*_held(job_id, worker)).values(
+        status=JobStatus.QUEUED, lease_owner=None, lease_expires_at=None, sent_at=None,
+        attempts=Job.attempts - 1)) == 1

@@ -1,0 +1,61 @@
+"""A throwaway database per backend for unit tests that speak SQL: a SQLite file, or a fresh
+database on the shared PostgreSQL server (dropped afterwards). PostgreSQL missing skips the
+test, or fails it when TRAINSERVE_TEST_REQUIRE_SERVICES=1 (as CI sets)."""
+
+import os
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+from alembic import command
+
+import migrations
+from core.db.migrate import alembic_config
+from tests.integration.service import PG_ADMIN_URL, postgres_reachable
+
+BACKENDS = ["sqlite", "postgres"]
+
+
+@contextmanager
+def database_url(backend: str, tmp_path: Path) -> Iterator[str]:
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp_path / 'test.db'}"
+        return
+    if not postgres_reachable():
+        if os.environ.get("TRAINSERVE_TEST_REQUIRE_SERVICES") == "1":
+            pytest.fail("PostgreSQL unreachable")
+        pytest.skip("PostgreSQL unreachable")
+    name = f"trainserve_unit_{secrets.token_hex(4)}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        base = PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
+        yield f"{base}/{name}"
+    finally:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+MIGRATIONS = Path(migrations.__file__).parent
+
+
+@contextmanager
+def engine_for(backend: str, tmp_path: Path) -> Iterator[sa.Engine]:
+    with database_url(backend, tmp_path) as url:
+        engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+        try:
+            yield engine
+        finally:
+            engine.dispose()
+
+
+def migrate(engine: sa.Engine, revision: str, *, down: bool = False) -> None:
+    """Upgrade (or downgrade) the database to `revision`, as `trainserve db upgrade` does."""
+    config = alembic_config(MIGRATIONS)
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        (command.downgrade if down else command.upgrade)(config, revision)
