@@ -1,8 +1,10 @@
 """One delivery of one job: lease it, load its data, train or resume it, record the end."""
 
+import contextlib
 import logging
 import re
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -22,6 +24,7 @@ from workers.writer import BackgroundWriter
 log = logging.getLogger(__name__)
 JOB_ID = re.compile(r"[0-9a-f]{28}")
 METRICS_FLUSH_SECONDS = 0.25
+MAX_ERROR_CHARS = 2000  # of an exception's message kept in the job's error
 
 
 class Hooks:
@@ -69,6 +72,27 @@ class Hooks:
 def database_unavailable(exc: BaseException) -> bool:
     return isinstance(exc, OperationalError | DBAPIError) and (
         isinstance(exc, OperationalError) or exc.connection_invalidated)
+
+
+@contextlib.contextmanager
+def own_fault(writer: BackgroundWriter) -> Iterator[None]:
+    """Around the job's own code: building its model, the training loop (forward, backward,
+    optimizer, schedule, metrics) and its test evaluation. What that raises comes from the
+    job's spec or data and would be raised again by every retry, so it becomes a
+    TrainingError: failed at once, with the real message. What the run's infrastructure
+    raised through the hooks (the writer's database and store errors, a lost lease) and a
+    device that failed are passed on as they are, to be retried."""
+    try:
+        yield
+    except (TrainingError, LeaseLost, torch.OutOfMemoryError, torch.AcceleratorError):
+        raise
+    except Exception as exc:
+        if exc is writer.error:
+            raise
+        log.warning("the job's training raised", exc_info=True)
+        message = str(exc.args[0] if isinstance(exc, KeyError) and exc.args else exc)
+        raise TrainingError(f"training raised {type(exc).__name__}: "
+                            f"{message[:MAX_ERROR_CHARS]}") from exc
 
 
 def device_for(spec: JobSpec, queue: str) -> torch.device:
@@ -121,17 +145,21 @@ def run_job(rt: Runtime, job_id: str) -> str:
         hooks = Hooks(rt, job_id, heartbeat, writer, deadline)
         try:
             device = device_for(spec, claimed.queue)
-            trainer = Trainer(spec, load_data(spec), device)
+            data = load_data(spec)
+            with own_fault(writer):
+                trainer = Trainer(spec, data, device)
             resume = recorder.prepare_resume(rt, job_id, str(device))
             if resume is not None:
                 log.info("job %s resumes after epoch %d", job_id, resume.epoch)
                 trainer.restore(resume)
             elif spec.init_from:
                 trainer.restore(recorder.model_weights(rt, spec.init_from), weights_only=True)
-            outcome = trainer.run(hooks)
+            with own_fault(writer):
+                outcome = trainer.run(hooks)
             hooks.flush_metrics()
             writer.flush()
-            test = trainer.test_metrics() if outcome == "succeeded" else {}
+            with own_fault(writer):
+                test = trainer.test_metrics() if outcome == "succeeded" else {}
         except LeaseLost:
             log.warning("job %s: lease lost, another worker owns it now", job_id)
             return "lease_lost"

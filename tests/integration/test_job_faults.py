@@ -1,8 +1,12 @@
 """A job that fails on its own spec is the job's fault (issue 16, item 4): refused at submit
 where that can be known, else failed at once with the real message, never retried."""
 
+import json
 from typing import Any
 
+from core.broker import make_sender, send_train
+from core.config import Settings
+from models.spec import JobSpec
 from tests.integration.service import Service
 from tests.integration.specs import small_mlp
 
@@ -51,3 +55,29 @@ def test_a_cnn_with_an_even_kernel_trains(service: Service) -> None:
             job = service.wait_job(client, job_id)
             assert job["status"] == "succeeded", job
             assert job["attempts"] == 1
+
+
+def test_a_job_whose_training_raises_fails_at_once_as_its_own_fault(service: Service) -> None:
+    """A stored spec that validation now refuses (as a row from before it would be) raises a
+    KeyError in the scheduler's step: the job fails on its first attempt, with the message."""
+    bad = JobSpec.model_validate(small_mlp(
+        3, lr_schedule={"name": "plateau", "metric": "train_bpc"})).model_dump(mode="json")
+    spec = "CAST(:spec AS JSON)" if service.backend == "postgres" else ":spec"
+    with service.client() as client:
+        template = client.post("/v1/jobs", json=small_mlp(1)).json()
+        service.wait_job(client, template["id"])
+        job_id = "0" * 12 + "1" * 16
+        service.sql(
+            "INSERT INTO jobs (id, owner_id, name, status, spec, dataset_ref, queue, epoch, "
+            f"epochs, attempts, cancel_requested, created_at) SELECT :id, owner_id, name, "
+            f"'queued', {spec}, dataset_ref, queue, 0, 3, 0, :no, created_at FROM jobs "
+            "WHERE id = :template", id=job_id, template=template["id"], no=False,
+            spec=json.dumps(bad))
+        env = {k.removeprefix("TRAINSERVE_").lower(): v for k, v in service.env.items()
+               if k.startswith("TRAINSERVE_")}
+        assert send_train(make_sender(Settings(**env)), job_id, "cpu")
+        job = service.wait_job(client, job_id, timeout=30)
+        assert job["status"] == "failed", job
+        assert job["failure_kind"] == "user"
+        assert job["attempts"] == 1
+        assert job["error"].startswith("training raised KeyError: metric 'train_bpc'"), job

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 import torch
+from sqlalchemy.exc import OperationalError
 
 from models import registry
 from models.cnn import CNN, CNNConfig
@@ -22,7 +23,10 @@ from models.spec import (
     watched_metrics,
 )
 from tests.unit.recording_hooks import Hooks
-from workers.trainer import Trainer
+from workers.recorder import LeaseLost
+from workers.runner import own_fault
+from workers.trainer import Trainer, TrainingError
+from workers.writer import BackgroundWriter
 
 CPU = torch.device("cpu")
 
@@ -33,6 +37,13 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def writer():
+    writer = BackgroundWriter()
+    yield writer
+    writer.close()
 
 
 def _spec(model: dict[str, Any], dataset: str = "builtin:digits", **training: Any) -> JobSpec:
@@ -125,3 +136,54 @@ def test_has_validation_follows_the_splits_arithmetic() -> None:
     assert not has_validation("text", 10, 0.1)  # 1: no input and target pair
     assert has_validation("text", 20, 0.1)
     assert len(load_builtin("hihello").val) == 0
+
+
+# -- at run time: whose fault -------------------------------------------------------------------
+
+def test_an_error_in_the_training_step_is_the_jobs_own_fault(writer: BackgroundWriter) -> None:
+    """The issue's MLP with a plateau schedule on train_bpc, as a row stored before submit
+    refused it would be: a KeyError out of the scheduler's step."""
+    spec = _spec({"arch": "mlp", "hidden_sizes": [8]},
+                 lr_schedule={"name": "plateau", "metric": "train_bpc"})
+    trainer = Trainer(spec, load_builtin("digits"), CPU)
+    expected = "training raised KeyError: metric 'train_bpc'"
+    with pytest.raises(TrainingError, match=expected), own_fault(writer):
+        trainer.run(Hooks())
+
+
+@pytest.mark.parametrize("error", [RuntimeError("mat1 and mat2 shapes cannot be multiplied"),
+                                   ValueError("bad"), IndexError("out of range"),
+                                   ZeroDivisionError("division by zero")])
+def test_any_exception_of_the_jobs_code_becomes_a_training_error(
+        writer: BackgroundWriter, error: Exception) -> None:
+    with pytest.raises(TrainingError) as raised, own_fault(writer):
+        raise error
+    assert str(raised.value) == f"training raised {type(error).__name__}: {error}"
+    assert raised.value.__cause__ is error
+
+
+def test_a_long_message_is_cut(writer: BackgroundWriter) -> None:
+    with pytest.raises(TrainingError) as raised, own_fault(writer):
+        raise RuntimeError("x" * 100_000)
+    assert len(str(raised.value)) < 2100
+
+
+@pytest.mark.parametrize("error", [LeaseLost("job"), TrainingError("diverged"),
+                                   torch.OutOfMemoryError("oom")])
+def test_what_the_runner_already_classifies_passes_through(
+        writer: BackgroundWriter, error: Exception) -> None:
+    with pytest.raises(type(error)) as raised, own_fault(writer):
+        raise error
+    assert raised.value is error
+
+
+def test_the_writers_database_error_stays_the_infrastructures(writer: BackgroundWriter) -> None:
+    """Raised in the training thread by the next submit: it is the writer's, to be retried."""
+    def database_down() -> None:
+        raise OperationalError("UPDATE jobs", {}, Exception("server closed the connection"))
+    writer.submit(database_down)
+    with pytest.raises(OperationalError) as raised:
+        writer.flush()
+    assert raised.value is writer.error
+    with pytest.raises(OperationalError), own_fault(writer):
+        writer.raise_error()
