@@ -172,9 +172,11 @@ def run_job(rt: Runtime, job_id: str) -> str:
             return "failed"
         finally:
             writer.close()
-        if outcome == "succeeded":
-            recorder.succeed(rt, job_id, model_epoch=trainer.model_epoch, test_metrics=test)
-        elif outcome == "cancel":
+        if outcome == "succeeded" and not recorder.succeed(
+                rt, job_id, model_epoch=trainer.model_epoch, test_metrics=test):
+            log.info("job %s was cancelled as it finished; its checkpoints are kept", job_id)
+            outcome = "cancel"
+        if outcome == "cancel":
             recorder.finish(rt, job_id, "cancelled")
         elif outcome == "time_limit":
             recorder.finish(rt, job_id, "failed", f"stopped at its time limit of {limit:g} s; "
