@@ -16,6 +16,7 @@ from models.data import BUILTINS, ImageData, TextData, load_builtin, load_upload
 from models.formats import FormatError
 from models.spec import JobSpec
 from workers import devices, lease, recorder, shutdown
+from workers.cancel import CancelWatch
 from workers.recorder import LeaseLost
 from workers.runtime import Runtime, runtime
 from workers.trainer import Trainer, TrainingError
@@ -139,7 +140,7 @@ def run_job(rt: Runtime, job_id: str) -> str:
     spec = JobSpec.model_validate(claimed.spec)
     limit = spec.training.time_limit_seconds or rt.settings.job_time_limit_seconds
     deadline = claimed.started_at.timestamp() + limit if limit else None
-    with lease.Heartbeat(rt, job_id) as heartbeat:
+    with lease.Heartbeat(rt, job_id) as heartbeat, CancelWatch(rt, job_id, heartbeat):
         writer = BackgroundWriter(transient=database_unavailable,
                                   retry_seconds=rt.settings.lease_seconds)
         hooks = Hooks(rt, job_id, heartbeat, writer, deadline)
