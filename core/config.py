@@ -33,6 +33,9 @@ class Settings(BaseSettings):
 
     lease_seconds: float = Field(30.0, gt=0, description="how long a worker's claim on a job lasts")
     heartbeat_seconds: float = Field(5.0, gt=0, description="how often a worker renews its lease")
+    cancel_poll_seconds: float = Field(
+        0.25, gt=0, le=60, description="how often a worker reads a running job's cancel flag "
+        "(one primary-key SELECT, no write)")
     max_attempts: int = Field(3, ge=1, le=100)
     job_time_limit_seconds: float | None = Field(
         None, gt=0, description="default wall-clock limit of a job; a job's spec may set its own")

@@ -20,7 +20,7 @@ Jobs
     request_cancel   queued, running                        unchanged, cancel_requested set
     cancel_queued    queued, cancel requested               cancelled
     cancel_running   held                                   cancelled
-    succeed          held                                   succeeded
+    succeed          held, no cancel requested              succeeded
     fail             held                                   failed (user or infrastructure)
     time_out         held                                   failed (user: its time limit)
     hand_back        held                                   queued (attempt given back)
@@ -200,8 +200,12 @@ def cancel_running(session: Session, job_id: str, *, worker: str) -> bool:
 
 def succeed(session: Session, job_id: str, *, worker: str, latest_metrics: dict[str, Any],
             checkpoint_id: str, model_metrics: dict[str, Any]) -> bool:
-    """Held -> succeeded; its model becomes ready, pointing at `checkpoint_id`."""
-    moved = _run(session, update(Job).where(*_held(job_id, worker)).values(
+    """Held and no cancel requested -> succeeded; its model becomes ready, pointing at
+    `checkpoint_id`. A cancel answered 202 must end the job cancelled however late it came:
+    the condition is in this UPDATE, so a cancel committed first wins (this returns False and
+    the caller ends the job with cancel_running), and one committed after finds it ended."""
+    moved = _run(session, update(Job).where(*_held(job_id, worker),
+                                            Job.cancel_requested.is_(False)).values(
         status=JobStatus.SUCCEEDED, finished_at=utcnow(), lease_owner=None,
         lease_expires_at=None, latest_metrics=latest_metrics)) == 1
     if moved:

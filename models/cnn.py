@@ -30,9 +30,15 @@ class CNN(nn.Module):
         act = ACTIVATIONS[config.activation]
         features: list[nn.Module] = []
         for out_channels in config.channels:
-            # 'same' padding keeps small images (8x8 digits) from shrinking to nothing.
-            features.append(nn.Conv2d(in_channels, out_channels, config.kernel_size,
-                                      padding=config.kernel_size // 2))
+            # 'same' padding keeps small images (8x8 digits) from shrinking to nothing, and
+            # keeps height and width as they are for every kernel size. An even kernel needs
+            # one more pixel on one side than the other (as torch's padding='same' does,
+            # without its warning); odd kernels are padded alike on both sides, as always.
+            k = config.kernel_size
+            if k % 2 == 0:
+                features.append(nn.ZeroPad2d((k // 2 - 1, k // 2, k // 2 - 1, k // 2)))
+            features.append(nn.Conv2d(in_channels, out_channels, k,
+                                      padding=k // 2 if k % 2 else 0))
             if config.batch_norm:
                 features.append(nn.BatchNorm2d(out_channels))
             features.append(act())

@@ -137,10 +137,21 @@ def load_builtin(name: str, validation_fraction: float | None = None) -> ImageDa
     return image_data(x, y, [str(c) for c in range(10)], fraction)
 
 
+def held_out(kind: str, examples: int, fraction: float) -> int:
+    """Examples (characters for text) a split holds out for validation."""
+    return int(examples * fraction) if kind == "text" else round(examples * fraction)
+
+
+def has_validation(kind: str, examples: int, fraction: float) -> bool:
+    """Whether a job on this split records val_ metrics: the trainer evaluates text only
+    from two held-out characters on (one input and its target)."""
+    return held_out(kind, examples, fraction) >= (2 if kind == "text" else 1)
+
+
 def image_data(x: np.ndarray, y: np.ndarray, classes: list[str], fraction: float) -> ImageData:
     """A fixed, shuffled split: the same examples are held out for every job."""
     order = np.random.default_rng(SPLIT_SEED).permutation(len(y))
-    n_val = round(len(y) * fraction)
+    n_val = held_out("images", len(y), fraction)
     val, train = order[:n_val], order[n_val:]
     xt, yt = torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y)
     return ImageData(x_train=xt[train].contiguous(), y_train=yt[train].contiguous(),
@@ -153,8 +164,7 @@ def text_data(text: str, fraction: float) -> TextData:
     vocab = sorted(set(text))
     lookup = {c: i for i, c in enumerate(vocab)}
     ids = torch.tensor([lookup[c] for c in text], dtype=torch.int64)
-    n_val = int(len(ids) * fraction)
-    split = len(ids) - n_val
+    split = len(ids) - held_out("text", len(ids), fraction)
     return TextData(vocab=vocab, train=ids[:split], val=ids[split:])
 
 

@@ -9,7 +9,14 @@ from torch import nn
 from models.cnn import CNN, CNNConfig
 from models.mlp import MLP, MLPConfig
 from models.recurrent import CharRNN, CharRNNConfig
-from models.spec import CNNSpec, MLPSpec, ModelSpec, RecurrentSpec
+from models.spec import (
+    CHARACTER_METRICS,
+    CLASSIFIER_METRICS,
+    CNNSpec,
+    MLPSpec,
+    ModelSpec,
+    RecurrentSpec,
+)
 
 ARCHS: dict[str, tuple[type, type[nn.Module]]] = {
     "mlp": (MLPConfig, MLP),
@@ -20,6 +27,11 @@ ARCHS: dict[str, tuple[type, type[nn.Module]]] = {
 }
 TEXT_ARCHS = frozenset({"rnn", "gru", "lstm"})
 IMAGE_ARCHS = frozenset({"mlp", "cnn"})
+
+
+def metrics_of(arch: str) -> frozenset[str]:
+    """The metrics that a model of this architecture records, and so a job can watch."""
+    return CHARACTER_METRICS if arch in TEXT_ARCHS else CLASSIFIER_METRICS
 
 
 def config_from_spec(spec: ModelSpec, data_info: dict[str, Any]) -> Any:
@@ -64,3 +76,21 @@ def count_parameters(arch: str, config: Any) -> int:
     with torch.device("meta"):
         module = build(arch, config)
     return sum(p.numel() for p in module.parameters())
+
+
+def check_forward(arch: str, config: Any, data_info: dict[str, Any]) -> None:
+    """Run the model once on a batch shaped like the dataset's examples, on the meta device:
+    shapes only, no memory and no arithmetic. Raises ValueError with torch's own message
+    where they do not fit, so that a spec that cannot train is refused before it is queued."""
+    with torch.device("meta"):
+        module = build(arch, config)
+        if arch in TEXT_ARCHS:
+            batch = torch.zeros(2, 2, dtype=torch.long)
+        else:
+            batch = torch.zeros(2, *data_info["shape"])
+        try:
+            module(batch)
+        except NotImplementedError:
+            return  # an op without a meta kernel says nothing about the shapes: let it train
+        except (RuntimeError, ValueError) as exc:
+            raise ValueError(str(exc)) from exc

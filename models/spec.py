@@ -15,6 +15,11 @@ from models.store import ID
 
 MAX_PARAMETERS = 50_000_000
 METRIC_NAME = r"^(train|val)_(loss|accuracy|bpc)$"
+# The metrics a job can watch (plateau schedule, early stopping), by the kind of model: every
+# model records its loss and accuracy, character models their bits per character too. The
+# val_ ones exist only where the job has a validation split.
+CLASSIFIER_METRICS = frozenset({"train_loss", "train_accuracy", "val_loss", "val_accuracy"})
+CHARACTER_METRICS = CLASSIFIER_METRICS | {"train_bpc", "val_bpc"}
 Width = Annotated[int, Field(ge=1, le=8192)]
 
 
@@ -161,6 +166,16 @@ class EarlyStopping(Strict):
 
 def higher_is_better(metric: str) -> bool:
     return metric.endswith("accuracy")
+
+
+def watched_metrics(training: "TrainingSpec") -> dict[str, str]:
+    """The metrics a job's training watches, by the field that names each."""
+    watched = {}
+    if isinstance(training.lr_schedule, PlateauSchedule):
+        watched["training.lr_schedule.metric"] = training.lr_schedule.metric
+    if training.early_stopping is not None:
+        watched["training.early_stopping.metric"] = training.early_stopping.metric
+    return watched
 
 
 class TrainingSpec(Strict):

@@ -85,6 +85,11 @@ class Heartbeat:
         elif cancel and self.reason is None:
             self.reason = lifecycle.StopReason.CANCEL
 
+    def request_stop(self, reason: lifecycle.StopReason) -> None:
+        """Stop the run at its next batch for `reason` (CancelWatch's way in), unless a
+        reason is set already."""
+        self.reason = self.reason or reason
+
     def _loop(self) -> None:
         while not self._halt.wait(self._rt.settings.heartbeat_seconds):
             self.beat()

@@ -160,18 +160,26 @@ def _sweep(rt: Runtime, job_id: str, kept: set[str]) -> None:
 
 
 def succeed(rt: Runtime, job_id: str, *, model_epoch: int,
-            test_metrics: dict[str, float]) -> None:
+            test_metrics: dict[str, float]) -> bool:
     """The job's model becomes the checkpoint of `model_epoch` (its last, or its best under
-    early stopping), with the test split's figures added."""
+    early stopping), with the test split's figures added.
+
+    Only if no cancel was accepted first: a cancel answered 202 must end the job cancelled
+    however late it came. The condition is in the same UPDATE, so a cancel committed before
+    it wins and one after it finds the job ended (409). Returns False, having written
+    nothing, when a cancel came first."""
     with session_scope(rt.sessions) as session:
         chosen = session.execute(select(Checkpoint).where(
             Checkpoint.job_id == job_id, Checkpoint.epoch == model_epoch)).scalar_one()
         job = session.get(Job, job_id)
         assert job is not None
         latest = {**(job.latest_metrics or {}), **test_metrics}
-        _moved(lifecycle.succeed(
-            session, job_id, worker=rt.name, latest_metrics=latest, checkpoint_id=chosen.id,
-            model_metrics={"epoch": chosen.epoch, **chosen.metrics, **test_metrics}), job_id)
+        if not lifecycle.succeed(
+                session, job_id, worker=rt.name, latest_metrics=latest, checkpoint_id=chosen.id,
+                model_metrics={"epoch": chosen.epoch, **chosen.metrics, **test_metrics}):
+            _hold(session, rt, job_id)  # LeaseLost if the job is no longer ours
+            return False
+    return True
 
 
 def model_weights(rt: Runtime, source_job_id: str) -> Resume:

@@ -1,7 +1,9 @@
 """One delivery of one job: lease it, load its data, train or resume it, record the end."""
 
+import contextlib
 import logging
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -15,6 +17,7 @@ from models.formats import FormatError
 from models.spec import JobSpec
 from models.store import ID
 from workers import devices, lease, recorder, shutdown
+from workers.cancel import CancelWatch
 from workers.recorder import LeaseLost
 from workers.runtime import Runtime, runtime
 from workers.trainer import Trainer, TrainingError
@@ -22,6 +25,7 @@ from workers.writer import BackgroundWriter
 
 log = logging.getLogger(__name__)
 METRICS_FLUSH_SECONDS = 0.25
+MAX_ERROR_CHARS = 2000  # of an exception's message kept in the job's error
 
 
 class Hooks:
@@ -71,6 +75,27 @@ def database_unavailable(exc: BaseException) -> bool:
         isinstance(exc, OperationalError) or exc.connection_invalidated)
 
 
+@contextlib.contextmanager
+def own_fault(writer: BackgroundWriter) -> Iterator[None]:
+    """Around the job's own code: building its model, the training loop (forward, backward,
+    optimizer, schedule, metrics) and its test evaluation. What that raises comes from the
+    job's spec or data and would be raised again by every retry, so it becomes a
+    TrainingError: failed at once, with the real message. What the run's infrastructure
+    raised through the hooks (the writer's database and store errors, a lost lease) and a
+    device that failed are passed on as they are, to be retried."""
+    try:
+        yield
+    except (TrainingError, LeaseLost, torch.OutOfMemoryError, torch.AcceleratorError):
+        raise
+    except Exception as exc:
+        if exc is writer.error:
+            raise
+        log.warning("the job's training raised", exc_info=True)
+        message = str(exc.args[0] if isinstance(exc, KeyError) and exc.args else exc)
+        raise TrainingError(f"training raised {type(exc).__name__}: "
+                            f"{message[:MAX_ERROR_CHARS]}") from exc
+
+
 def device_for(spec: JobSpec, queue: str) -> torch.device:
     """CUDA for gpu-queue jobs (the GPU that CUDA_VISIBLE_DEVICES gives this worker)."""
     try:
@@ -115,23 +140,27 @@ def run_job(rt: Runtime, job_id: str) -> str:
     spec = JobSpec.model_validate(claimed.spec)
     limit = spec.training.time_limit_seconds or rt.settings.job_time_limit_seconds
     deadline = claimed.started_at.timestamp() + limit if limit else None
-    with lease.Heartbeat(rt, job_id) as heartbeat:
+    with lease.Heartbeat(rt, job_id) as heartbeat, CancelWatch(rt, job_id, heartbeat):
         writer = BackgroundWriter(transient=database_unavailable,
                                   retry_seconds=rt.settings.lease_seconds)
         hooks = Hooks(rt, job_id, heartbeat, writer, deadline)
         try:
             device = device_for(spec, claimed.queue)
-            trainer = Trainer(spec, load_data(spec), device)
+            data = load_data(spec)
+            with own_fault(writer):
+                trainer = Trainer(spec, data, device)
             resume = recorder.prepare_resume(rt, job_id, str(device))
             if resume is not None:
                 log.info("job %s resumes after epoch %d", job_id, resume.epoch)
                 trainer.restore(resume)
             elif spec.init_from:
                 trainer.restore(recorder.model_weights(rt, spec.init_from), weights_only=True)
-            outcome = trainer.run(hooks)
+            with own_fault(writer):
+                outcome = trainer.run(hooks)
             hooks.flush_metrics()
             writer.flush()
-            test = trainer.test_metrics() if outcome == JobStatus.SUCCEEDED else {}
+            with own_fault(writer):
+                test = trainer.test_metrics() if outcome == JobStatus.SUCCEEDED else {}
         except LeaseLost:
             log.warning("job %s: lease lost, another worker owns it now", job_id)
             return StopReason.LEASE_LOST
@@ -144,9 +173,11 @@ def run_job(rt: Runtime, job_id: str) -> str:
             return JobStatus.FAILED
         finally:
             writer.close()
-        if outcome == JobStatus.SUCCEEDED:
-            recorder.succeed(rt, job_id, model_epoch=trainer.model_epoch, test_metrics=test)
-        elif outcome == StopReason.CANCEL:
+        if outcome == JobStatus.SUCCEEDED and not recorder.succeed(
+                rt, job_id, model_epoch=trainer.model_epoch, test_metrics=test):
+            log.info("job %s was cancelled as it finished; its checkpoints are kept", job_id)
+            outcome = StopReason.CANCEL
+        if outcome == StopReason.CANCEL:
             recorder.cancelled(rt, job_id)
         elif outcome == StopReason.TIME_LIMIT:
             assert limit is not None  # a time limit stops only a job that has one

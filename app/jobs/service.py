@@ -18,7 +18,8 @@ from core.db.tables import Checkpoint, EpochMetric, Job, Owner, TrainedModel, ut
 from core.dispatch import send_new
 from core.lifecycle import ACTIVE, JobStatus, ModelStatus
 from models import memory, registry
-from models.spec import MAX_PARAMETERS, JobSpec
+from models.data import has_validation
+from models.spec import MAX_PARAMETERS, JobSpec, watched_metrics
 
 
 def scoped(query: Select[Any], owner: Owner, column: Any) -> Select[Any]:
@@ -46,6 +47,32 @@ def _check_fits(spec: JobSpec, info: dict[str, Any]) -> None:
     params = registry.count_parameters(arch, config)
     if params > MAX_PARAMETERS:
         raise invalid("model", f"{params:,} parameters; the limit is {MAX_PARAMETERS:,}")
+    try:
+        registry.check_forward(arch, config, info)
+    except ValueError as exc:
+        raise invalid("model", f"does not fit this dataset's examples ({info.get('shape')}): "
+                      f"{exc}") from exc
+    _check_watched_metrics(spec, info)
+
+
+def _check_watched_metrics(spec: JobSpec, info: dict[str, Any]) -> None:
+    """A plateau schedule or early stopping must watch a metric that this job records: one
+    its kind of model has, and a val_ one only where the job holds out a validation split."""
+    arch, training = spec.model.arch, spec.training
+    fraction = (training.validation_fraction if training.validation_fraction is not None
+                else info.get("validation_fraction", 0.1))
+    # A dataset's own test split is never part of the train/validation split.
+    examples = info["num_examples"] - info.get("test_examples", 0) - (
+        info.get("split") or {}).get("test", 0)
+    for field, metric in watched_metrics(training).items():
+        recorded = registry.metrics_of(arch)
+        if metric not in recorded:
+            raise invalid(field, f"'{metric}' is not recorded for {arch} models; one of "
+                          f"{', '.join(sorted(recorded))}")
+        if metric.startswith("val_") and not has_validation(info["kind"], examples, fraction):
+            raise invalid(field, f"'{metric}' needs a validation split, and this job holds "
+                          f"none out (validation_fraction {fraction:g} of {examples:,} "
+                          "examples); watch a train_ metric or raise validation_fraction")
 
 
 def _check_memory(spec: JobSpec, info: dict[str, Any], queue: str, settings: Settings) -> None:

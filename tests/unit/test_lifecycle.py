@@ -80,7 +80,9 @@ TRANSITIONS: dict[str, tuple[Move, set[str], JobStatus, ModelStatus]] = {
                           ModelStatus.TRAINING),
     "cancel_running": (lambda s, j, _: lifecycle.cancel_running(s, j, worker=ME),
                        HELD, JobStatus.CANCELLED, ModelStatus.UNAVAILABLE),
-    "succeed": (_succeed, HELD, JobStatus.SUCCEEDED, ModelStatus.READY),
+    # A cancel accepted first wins over success (issue 16, item 12).
+    "succeed": (_succeed, HELD - {"held_cancel_requested"}, JobStatus.SUCCEEDED,
+                ModelStatus.READY),
     "fail": (lambda s, j, _: lifecycle.fail(s, j, worker=ME, error="bad data",
                                             kind=FailureKind.USER),
              HELD, JobStatus.FAILED, ModelStatus.UNAVAILABLE),
