@@ -32,7 +32,7 @@ def relative_path(job_id: str, epoch: int) -> str:
     return f"jobs/{job_id}/epoch-{epoch:06d}.safetensors"
 
 
-def resolve(root: Path, relative: str) -> Path:
+def checkpoint_path(root: Path, relative: str) -> Path:
     """The file under the store's root; anything that would leave the root is refused."""
     path = under_root(root, relative)
     if path is None:

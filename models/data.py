@@ -175,14 +175,14 @@ def windows(ids: torch.Tensor, seq_len: int) -> torch.Tensor:
     return ids.unfold(0, seq_len + 1, seq_len).contiguous()
 
 
-# -- Uploaded datasets: stored by app/datasets in the form models/formats.py defines. -------
+# -- Uploaded datasets: stored by app/datasets in the form models/formats/stored.py defines. -------
 
 
 def load_upload(root: Path, dataset_id: str, kind: str, info: dict[str, Any],
                 validation_fraction: float | None = None) -> ImageData | TextData:
     """An uploaded dataset from the artifact store, hash-checked and validated again, split
     the way its info says (or as the job asks). Raises formats.FormatError."""
-    path = formats.resolve(root, formats.relative_path(dataset_id, kind))
+    path = formats.dataset_path(root, formats.relative_path(dataset_id, kind))
     parsed = formats.read_stored(path, kind=kind, sha256=info["stored"]["sha256"],
                                  classes=info.get("classes"))
     fraction = info["validation_fraction"] if validation_fraction is None else validation_fraction

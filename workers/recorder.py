@@ -49,7 +49,7 @@ def record_checkpoint(rt: Runtime, job_id: str, epoch: int, data: bytes,
     """Write the encoded checkpoint whole, then its row; a crash between leaves only an
     orphan file, never a row without its file."""
     relative = ckpt.relative_path(job_id, epoch)
-    path = ckpt.resolve(rt.settings.artifact_dir, relative)
+    path = ckpt.checkpoint_path(rt.settings.artifact_dir, relative)
     sha256, size = ckpt.write(path, data)
     with session_scope(rt.sessions) as session:
         _hold(session, rt, job_id)
@@ -108,7 +108,7 @@ def _prune(rt: Runtime, job_id: str) -> None:
             session.delete(row)
         paths = [row.path for row in doomed]
     for relative in paths:  # files go only after their rows are gone
-        ckpt.resolve(rt.settings.artifact_dir, relative).unlink(missing_ok=True)
+        ckpt.checkpoint_path(rt.settings.artifact_dir, relative).unlink(missing_ok=True)
 
 
 def prepare_resume(rt: Runtime, job_id: str, device: str) -> Resume | None:
@@ -122,7 +122,7 @@ def prepare_resume(rt: Runtime, job_id: str, device: str) -> Resume | None:
         resume: Resume | None = None
         for row in rows:
             try:
-                tensors, meta = ckpt.load(ckpt.resolve(rt.settings.artifact_dir, row.path),
+                tensors, meta = ckpt.load(ckpt.checkpoint_path(rt.settings.artifact_dir, row.path),
                                           row.sha256)
             except ckpt.CheckpointError as exc:
                 log.warning("checkpoint %s of job %s refused: %s", row.epoch, job_id, exc)
@@ -150,7 +150,7 @@ def prepare_resume(rt: Runtime, job_id: str, device: str) -> Resume | None:
 def _sweep(rt: Runtime, job_id: str, kept: set[str]) -> None:
     """Remove the job's files that no checkpoint row names: temporary files of a write
     that crashed, and files written just before a crash that recorded no row."""
-    folder = ckpt.resolve(rt.settings.artifact_dir, f"jobs/{job_id}")
+    folder = ckpt.checkpoint_path(rt.settings.artifact_dir, f"jobs/{job_id}")
     if not folder.is_dir():
         return
     for path in folder.iterdir():
@@ -193,7 +193,8 @@ def model_weights(rt: Runtime, source_job_id: str) -> Resume:
     if row is None:
         raise TrainingError(f"init_from job {source_job_id} has no ready model")
     try:
-        tensors, meta = ckpt.load(ckpt.resolve(rt.settings.artifact_dir, row.path), row.sha256)
+        tensors, meta = ckpt.load(ckpt.checkpoint_path(rt.settings.artifact_dir, row.path),
+                                  row.sha256)
     except ckpt.CheckpointError as exc:
         raise TrainingError(f"init_from checkpoint refused: {exc}") from exc
     return Resume(epoch=0, tensors=tensors, meta=meta)

@@ -155,7 +155,8 @@ def create_dataset(*, session: Session, settings: Settings, owner: Owner,
     except formats.FormatError as exc:
         raise invalid(exc.field, str(exc)) from None
     dataset_id = new_id()
-    path = formats.resolve(settings.artifact_dir, formats.relative_path(dataset_id, parsed.kind))
+    path = formats.dataset_path(settings.artifact_dir,
+                                formats.relative_path(dataset_id, parsed.kind))
     try:
         stored_sha256, stored_bytes = formats.store(parsed, path)
     finally:
@@ -216,7 +217,7 @@ def delete_dataset(*, session: Session, settings: Settings, owner: Owner,
                        "finish first")
     session.commit()
     # After the commit: a crash in between leaves an orphan file, never a row without one.
-    formats.resolve(settings.artifact_dir, relative).unlink(missing_ok=True)
+    formats.dataset_path(settings.artifact_dir, relative).unlink(missing_ok=True)
 
 
 def to_out(row: Dataset) -> DatasetOut:

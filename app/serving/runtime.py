@@ -99,7 +99,7 @@ def load_row(serving: Serving, row: TrainedModel, session: Session) -> LoadedMod
     checkpoint = session.get(Checkpoint, row.checkpoint_id)
     if checkpoint is None:
         raise LookupError("the model's checkpoint is gone")
-    return serving.cache.get(row.id, ckpt.resolve(serving.settings.artifact_dir,
+    return serving.cache.get(row.id, ckpt.checkpoint_path(serving.settings.artifact_dir,
                                                   checkpoint.path), checkpoint.sha256)
 
 

@@ -168,7 +168,7 @@ def test_relative_path_rejects_trailing_newline() -> None:
 
 def test_resolve_keeps_paths_inside_the_root(tmp_path: Path) -> None:
     relative = ckpt.relative_path(JOB_ID, 1)
-    assert ckpt.resolve(tmp_path, relative) == (tmp_path / relative).resolve()
+    assert ckpt.checkpoint_path(tmp_path, relative) == (tmp_path / relative).resolve()
 
 
 @pytest.mark.parametrize("relative", ["../x", "/etc/passwd", "jobs/../../x", "jobs/../.."])
@@ -176,7 +176,7 @@ def test_resolve_refuses_paths_that_leave_the_root(tmp_path: Path, relative: str
     root = tmp_path / "store"
     root.mkdir()
     with pytest.raises(CheckpointError):
-        ckpt.resolve(root, relative)
+        ckpt.checkpoint_path(root, relative)
 
 
 def test_resolve_refuses_a_symlink_out_of_the_root(tmp_path: Path) -> None:
@@ -184,9 +184,9 @@ def test_resolve_refuses_a_symlink_out_of_the_root(tmp_path: Path) -> None:
     root.mkdir()
     (root / "jobs").symlink_to(tmp_path)
     with pytest.raises(CheckpointError):
-        ckpt.resolve(root, "jobs/../x")
+        ckpt.checkpoint_path(root, "jobs/../x")
     with pytest.raises(CheckpointError):
-        ckpt.resolve(root, "jobs/outside.safetensors")
+        ckpt.checkpoint_path(root, "jobs/outside.safetensors")
 
 
 # -- atomic writes ----------------------------------------------------------------------------

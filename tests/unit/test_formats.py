@@ -12,7 +12,7 @@ import torch
 from models import data, formats
 from models.archive import Budget, FormatError, gunzip
 from models.data import ImageData, TextData, load_upload
-from models.formats import Images, Limits, TextFile
+from models.formats import Images, Limits, TextFile, cifar
 from tests import dataset_files as files
 
 LIMITS = Limits(max_decompressed_bytes=4 << 20)
@@ -93,7 +93,7 @@ def test_idx_tar_gz_with_a_test_pair_and_a_readme(tmp_path: Path) -> None:
 def test_cifar_raw_batch_and_tar_gz(tmp_path: Path) -> None:
     raw = parse(tmp_path, "cifar10-bin", files.cifar(20))
     assert isinstance(raw, Images)
-    assert raw.shape == [3, 32, 32] and raw.classes == formats.CIFAR10_CLASSES
+    assert raw.shape == [3, 32, 32] and raw.classes == cifar.CIFAR10_CLASSES
     archive = files.tar({"cifar-10-batches-bin/data_batch_1.bin": files.cifar(20),
                          "cifar-10-batches-bin/data_batch_2.bin": files.cifar(10, seed=1),
                          "cifar-10-batches-bin/test_batch.bin": files.cifar(10, seed=2),
@@ -148,7 +148,7 @@ def test_stored_form_round_trips_into_training_data(tmp_path: Path) -> None:
     assert isinstance(parsed, Images)
     root = tmp_path / "store"
     dataset_id = "0" * 12 + "ab" * 8
-    path = formats.resolve(root, formats.relative_path(dataset_id, "images"))
+    path = formats.dataset_path(root, formats.relative_path(dataset_id, "images"))
     path.parent.mkdir(parents=True)
     data = formats.encode(parsed)
     path.write_bytes(data)
@@ -166,7 +166,7 @@ def test_stored_form_round_trips_into_training_data(tmp_path: Path) -> None:
 def test_stored_text_round_trips(tmp_path: Path) -> None:
     parsed = parse(tmp_path, "text", files.text(5))
     dataset_id = "1" * 28
-    path = formats.resolve(tmp_path, formats.relative_path(dataset_id, "text"))
+    path = formats.dataset_path(tmp_path, formats.relative_path(dataset_id, "text"))
     path.parent.mkdir(parents=True)
     path.write_bytes(formats.encode(parsed))
     info = formats.describe(parsed) | {
@@ -181,7 +181,7 @@ def test_paths_come_from_ids_only(tmp_path: Path) -> None:
         with pytest.raises(ValueError):
             formats.relative_path(bad, "images")
     with pytest.raises(FormatError):
-        formats.resolve(tmp_path, "../outside")
+        formats.dataset_path(tmp_path, "../outside")
     assert formats.display_name("C:\\Users\\me\\..\\data.csv") == "data.csv"
     assert formats.display_name("../../etc/pass\x00wd") == "passwd"
 
@@ -201,7 +201,7 @@ def test_fashion_mnist_upload_is_the_builtin_data(tmp_path: Path) -> None:
         "labels": (FASHION / "train-labels-idx1-ubyte.gz", "train-labels-idx1-ubyte.gz")},
         {}, Limits())
     dataset_id = "2" * 28
-    path = formats.resolve(tmp_path, formats.relative_path(dataset_id, "images"))
+    path = formats.dataset_path(tmp_path, formats.relative_path(dataset_id, "images"))
     path.parent.mkdir(parents=True)
     stored = formats.encode(parsed)
     path.write_bytes(stored)

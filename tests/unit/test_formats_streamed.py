@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models import formats, streamed
+from models import formats
 from models.archive import CHUNK, FormatError
-from models.formats import Images, Limits, TextFile
+from models.formats import Images, Limits, TextFile, tabular
 
 LIMITS = Limits()
 
@@ -29,7 +29,7 @@ def _refused(tmp_path: Path, fmt: str, data: bytes, limits: Limits = LIMITS,
 
 
 def test_csv_over_many_blocks_keeps_every_row_in_order(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    monkeypatch.setattr(streamed, "BLOCK_FIELDS", 7)  # a block of 3 or 4 rows
+    monkeypatch.setattr(tabular, "BLOCK_FIELDS", 7)  # a block of 3 or 4 rows
     rows = [f"{i % 3},{i},{i / 2}" for i in range(50)]
     parsed = _parse(tmp_path, "csv", gzip.compress(("label,a,b\n" + "\n".join(rows)).encode()))
     assert isinstance(parsed, Images) and parsed.x.dtype == np.float32
@@ -44,7 +44,7 @@ def test_csv_string_labels_become_sorted_classes(tmp_path: Path) -> None:
 
 
 def test_csv_errors_name_the_line_in_a_later_block(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    monkeypatch.setattr(streamed, "BLOCK_FIELDS", 4)
+    monkeypatch.setattr(tabular, "BLOCK_FIELDS", 4)
     body = "".join(f"1,{i}\n" for i in range(20)) + "1,oops\n"
     assert "line 21: 'oops' is not a number" in _refused(tmp_path, "csv", body.encode())
 
@@ -56,7 +56,7 @@ def test_csv_limits_stop_the_read(tmp_path: Path) -> None:
         tmp_path, "csv", b"".join(f"c{i},1\n".encode() for i in range(6)), small)
     assert "label 99999999999999999999999 is out of range" in _refused(
         tmp_path, "csv", b"0,1\n99999999999999999999999,2\n")
-    long_line = b"1," + b"2" * (streamed.MAX_LINE + 1)
+    long_line = b"1," + b"2" * (tabular.MAX_LINE + 1)
     assert "longer than" in _refused(tmp_path, "csv", long_line)
     assert "longer than" in _refused(tmp_path, "csv", long_line + b"\n1,2\n")
     assert "NaN or infinite" in _refused(tmp_path, "csv", b"1,nan\n")
@@ -75,7 +75,7 @@ def test_text_is_written_out_as_it_is_read(tmp_path: Path) -> None:
     assert parsed.num_examples == CHUNK + 2 and parsed.vocab == ["x", "y", "é"]
     assert parsed.path.read_bytes() == data + b"xy" and parsed.bytes == len(data) + 2
     root = tmp_path / "store"
-    target = formats.resolve(root, formats.relative_path("a" * 28, "text"))
+    target = formats.dataset_path(root, formats.relative_path("a" * 28, "text"))
     sha256, size = formats.store(parsed, target)
     assert target.read_bytes() == data + b"xy" and size == len(data) + 2
     assert not parsed.path.exists()
