@@ -4,7 +4,7 @@ where that can be known, else failed at once with the real message, never retrie
 import json
 from typing import Any
 
-from core.broker import make_sender, send_train
+from core.broker import make_sender, send_wakeup
 from core.config import Settings
 from models.spec import JobSpec
 from tests.integration.service import Service
@@ -75,7 +75,7 @@ def test_a_job_whose_training_raises_fails_at_once_as_its_own_fault(service: Ser
             spec=json.dumps(bad))
         env = {k.removeprefix("TRAINSERVE_").lower(): v for k, v in service.env.items()
                if k.startswith("TRAINSERVE_")}
-        assert send_train(make_sender(Settings(**env)), job_id, "cpu")
+        assert send_wakeup(make_sender(Settings(**env)), job_id, "cpu") is None
         job = service.wait_job(client, job_id, timeout=30)
         assert job["status"] == "failed", job
         assert job["failure_kind"] == "user"
