@@ -11,13 +11,13 @@ from app import errors, observability
 from app.bodies import BodyGuard
 from app.dashboard.router import router as dashboard_router
 from app.datasets.router import router as datasets_router
-from app.datasets.store import sweep_incoming
+from app.datasets.uploads import sweep_incoming
 from app.events.router import router as events_router
 from app.health import router as health_router
 from app.jobs.router import router as jobs_router
 from app.keys.service import TTLCache
 from app.ratelimit import RateLimit
-from app.serving import runtime as serving_runtime
+from app.serving import state as serving_state
 from app.serving.router import router as models_router
 from app.serving.v2_router import router as v2_router
 from app.singleflight import SingleFlight
@@ -46,7 +46,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.key_cache = TTLCache(settings.lookup_cache_seconds)
         app.state.key_loads = SingleFlight()
         # The inference thread, the model cache (warmed) and bounded torch threads.
-        app.state.serving = serving_runtime.start(settings, app.state.sessions)
+        app.state.serving = serving_state.start(settings, app.state.sessions)
         app.state.model_cache = app.state.serving.cache
         swept = await run_in_threadpool(sweep_incoming, settings)
         if swept:

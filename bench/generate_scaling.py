@@ -23,7 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.serving import inference
-from app.serving.runtime import configure_torch
+from app.serving.state import configure_torch
 from bench.launcher import launch_local
 from bench.predict_load import train
 from models.recurrent import CharRNN, CharRNNConfig

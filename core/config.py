@@ -7,7 +7,7 @@ from typing import Annotated
 from pydantic import BeforeValidator, Field, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from models.examples import Limits
+from models.example_arrays import Limits
 
 
 class Settings(BaseSettings):

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from app.datasets import service, store
+from app.datasets import service, uploads
 from app.datasets.schemas import UPLOAD_FORM, DatasetOut, DatasetPage, Kind
 from app.deps import PAGE_LIMIT_DEFAULT, OwnerDep, PageCursor, PageLimit, SessionDep, SettingsDep
 
@@ -48,7 +48,7 @@ def builtins(_: OwnerDep) -> dict[str, list[dict[str, Any]]]:
                         422: {"description": "malformed; the detail says what is wrong"}})
 async def upload(request: Request, session: SessionDep, settings: SettingsDep, owner: OwnerDep,
                  response: Response) -> DatasetOut:
-    async with store.receive(request, settings=settings) as received:
+    async with uploads.receive(request, settings=settings) as received:
         row, created = await run_in_threadpool(partial(
             service.create_dataset, session=session, settings=settings, owner=owner,
             upload=received))

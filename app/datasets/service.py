@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.datasets.schemas import DatasetOut
-from app.datasets.store import FILE_FIELDS, Received
+from app.datasets.uploads import FILE_FIELDS, Received
 from app.errors import TooLarge, conflict, invalid, not_found
 from core.config import Settings
 from core.db.pages import newest_first

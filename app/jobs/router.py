@@ -14,7 +14,7 @@ from app.deps import (
     SettingsDep,
 )
 from app.jobs import service
-from app.jobs.examples import JOB_EXAMPLES
+from app.jobs.openapi_examples import JOB_EXAMPLES
 from app.jobs.schemas import CheckpointList, CheckpointOut, JobOut, JobPage, MetricsOut
 from core.lifecycle import JobStatus
 from models.spec import JobSpec

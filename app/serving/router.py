@@ -22,7 +22,6 @@ from app.deps import PAGE_LIMIT_DEFAULT, OwnerDep, PageCursor, PageLimit, Sessio
 from app.errors import ClientGone
 from app.serving import service
 from app.serving.direct_route import DirectRoute
-from app.serving.runtime import Serving
 from app.serving.schemas import (
     GENERATE_EXAMPLES,
     CharPredictOut,
@@ -34,6 +33,7 @@ from app.serving.schemas import (
     PredictIn,
     json_body,
 )
+from app.serving.state import Serving
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 _NOT_READY = {401: {"description": "no valid API key"},

@@ -143,16 +143,16 @@ def inline_schema(model: type[BaseModel]) -> dict[str, Any]:
     schema = model.model_json_schema()
     defs = schema.pop("$defs", {})
 
-    def resolve(node: Any) -> Any:
+    def inline_refs(node: Any) -> Any:
         if isinstance(node, dict):
             ref = node.get("$ref")
             if isinstance(ref, str) and ref.startswith("#/$defs/"):
-                return resolve(defs[ref.split("/")[-1]])
-            return {key: resolve(value) for key, value in node.items()}
+                return inline_refs(defs[ref.split("/")[-1]])
+            return {key: inline_refs(value) for key, value in node.items()}
         if isinstance(node, list):
-            return [resolve(item) for item in node]
+            return [inline_refs(item) for item in node]
         return node
-    return resolve(schema)
+    return inline_refs(schema)
 
 
 def json_body(model: type[BaseModel], extra_types: tuple[str, ...] = ()) -> dict[str, Any]:

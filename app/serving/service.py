@@ -23,8 +23,8 @@ from app.jobs.service import scoped
 from app.serving import inference
 from app.serving.cache import LoadedModel
 from app.serving.inference import CharAnswer, CharQuery
-from app.serving.runtime import Serving, load_row
 from app.serving.schemas import GenerateIn, PredictIn
+from app.serving.state import Serving, load_row
 from core.db.pages import newest_first
 from core.db.tables import Owner, TrainedModel
 from core.lifecycle import ModelStatus
@@ -59,7 +59,7 @@ def ready_model(*, serving: Serving, owner: Owner, model_id: str) -> LoadedModel
             raise conflict("the model's checkpoint failed its integrity check") from exc
 
 
-async def resolve(serving: Serving, *, owner: Owner, model_id: str) -> LoadedModel:
+async def loaded_model(serving: Serving, *, owner: Owner, model_id: str) -> LoadedModel:
     key = (model_id, owner.id)
     loaded = serving.lookups.get(key)
     if loaded is not None:
@@ -143,7 +143,7 @@ def _json(body: dict[str, Any]) -> bytes:
 
 async def predict(serving: Serving, *, owner: Owner, model_id: str, body: PredictIn) -> bytes:
     """The answer as JSON bytes: CharPredictOut or ClassPredictOut (see schemas.py)."""
-    model = await resolve(serving, owner=owner, model_id=model_id)
+    model = await loaded_model(serving, owner=owner, model_id=model_id)
     if model.task == "char":
         if body.text is None:
             raise invalid("text", "a character model needs `text`")
@@ -177,7 +177,7 @@ async def generate(serving: Serving, *, owner: Owner, model_id: str, body: Gener
     """Sampled text. At most `max_generate_per_key` of an owner's requests are queued or
     running at once (more: 429), and the loop stops within a step once `gone()` says the
     client has left: ten abandoned long requests must not hold up the next one."""
-    model = await resolve(serving, owner=owner, model_id=model_id)
+    model = await loaded_model(serving, owner=owner, model_id=model_id)
     if model.task != "char":
         raise conflict("generate needs a character model; this one is a classifier")
     prompt = encode(model, body.prompt, "prompt")

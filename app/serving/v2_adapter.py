@@ -11,8 +11,8 @@ import torch
 from app.serving import service
 from app.serving.cache import LoadedModel
 from app.serving.inference import CharQuery
-from app.serving.runtime import Serving
 from app.serving.schemas import MAX_INPUTS, MAX_TEXT
+from app.serving.state import Serving
 from app.serving.v2_codec import InferRequest, bad
 
 

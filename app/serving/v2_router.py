@@ -109,7 +109,7 @@ async def infer(model_id: str, request: Request) -> Response:
     serving = serving_of(request)
     parsed = await parse_large(v2_codec.parse, await read_body(request),
                                request.headers.get(v2_codec.HEADER_LENGTH))
-    model = await service.resolve(serving, owner=owner, model_id=model_id)
+    model = await service.loaded_model(serving, owner=owner, model_id=model_id)
     body, header_length = v2_codec.encode_response(model_id, parsed,
                                              await v2_adapter.infer(serving, model, parsed))
     if header_length is None:

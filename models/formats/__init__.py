@@ -2,7 +2,7 @@
 
 The API parses an upload once, here, and stores what came out in one plain form (stored.py:
 an .npz of numeric arrays for images, UTF-8 for text); the worker reads that form back
-through the same checks (models/examples.py), and models/data.py turns it into tensors.
+through the same checks (models/example_arrays.py), and models/data.py turns it into tensors.
 Nothing is unpickled, and every decompressed byte is counted (models/archive.py). One
 module per format: text.py, tabular.py (csv), npz.py, idx.py, cifar.py.
 """
@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from models.archive import FormatError
-from models.examples import Images, Limits, Text, to_float
+from models.example_arrays import Images, Limits, Text, to_float
 from models.formats.cifar import cifar_images
 from models.formats.idx import idx_images
 from models.formats.npz import npz_images

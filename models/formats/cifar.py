@@ -6,7 +6,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from models.archive import Blob, Budget, FormatError, unpack
-from models.examples import Images, Limits, checked_images, checked_names
+from models.example_arrays import Images, Limits, checked_images, checked_names
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
                    "ship", "truck"]

@@ -6,7 +6,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from models.archive import Budget, FormatError, unpack
-from models.examples import Images, Limits, checked_images
+from models.example_arrays import Images, Limits, checked_images
 from models.idx import IdxError, parse_idx
 
 Found = tuple[str, str, np.ndarray]  # (multipart field, file name, array)

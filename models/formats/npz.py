@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from models.archive import Budget, FormatError
-from models.examples import Images, Limits, checked_images, checked_names
+from models.example_arrays import Images, Limits, checked_images, checked_names
 
 
 def _npy(archive: zipfile.ZipFile, key: str, what: str, budget: Budget) -> np.ndarray:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from models.archive import FormatError
-from models.examples import Images, Limits, Text
+from models.example_arrays import Images, Limits, Text
 from models.formats.npz import npz_images
 from models.formats.text import TextFile
 from models.store import ID, under_root

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from models.archive import Budget, FormatError, stream_single
-from models.examples import Images, Limits, checked_images, checked_names
+from models.example_arrays import Images, Limits, checked_images, checked_names
 from models.formats.text import decoded
 
 BLOCK_FIELDS = 1 << 16  # CSV fields held as Python strings at once, before they are floats

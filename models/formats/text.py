@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from models.archive import Budget, FormatError, stream_single
-from models.examples import Limits
+from models.example_arrays import Limits
 
 
 @dataclass

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import torch
 
-from app.jobs.examples import JOB_EXAMPLES
+from app.jobs.openapi_examples import JOB_EXAMPLES
 from core.config import Settings
 from models import memory, registry
 from models.data import builtin_info

@@ -10,7 +10,7 @@ from app.serving import inference
 from app.serving import predictor as predictor_module
 from app.serving.inference import CharQuery
 from app.serving.predictor import CharPredictor, char_predictor
-from app.serving.runtime import configure_torch
+from app.serving.state import configure_torch
 from models.mlp import MLP, MLPConfig
 from models.recurrent import CharRNN, CharRNNConfig
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from starlette.requests import Request
 
-from app.datasets import store
+from app.datasets import uploads
 from app.errors import DomainError, status_of
 from app.main import create_app
 from core.config import Settings
@@ -53,12 +53,12 @@ def _settings(tmp_path: Path, limit: int) -> Settings:
 
 
 def _incoming(tmp_path: Path) -> list[Path]:
-    directory = tmp_path / "artifacts" / store.INCOMING
+    directory = tmp_path / "artifacts" / uploads.INCOMING
     return list(directory.iterdir()) if directory.exists() else []
 
 
 async def _receive(request: Request, settings: Settings) -> tuple[dict[str, str], dict, list]:
-    async with store.receive(request, settings=settings) as received:
+    async with uploads.receive(request, settings=settings) as received:
         files = {name: (p.filename, p.sha256, p.bytes, p.path.read_bytes())
                  for name, p in received.files.items()}
         return received.fields, files, [p.path for p in received.files.values()]
@@ -73,7 +73,7 @@ def test_fields_and_files_arrive_hashed_and_are_removed_after(tmp_path: Path) ->
     assert fields == {"name": "my data", "format": "idx"}
     assert files["file"] == ("images.gz", hashlib.sha256(data).hexdigest(), len(data), data)
     assert files["labels"][3] == labels
-    assert all(p.parent == tmp_path / "artifacts" / store.INCOMING for p in paths)
+    assert all(p.parent == tmp_path / "artifacts" / uploads.INCOMING for p in paths)
     assert _incoming(tmp_path) == []
 
 
@@ -116,26 +116,26 @@ def test_malformed_bodies(tmp_path: Path, body: bytes, headers: dict[str, str], 
 
 def test_sweep_removes_only_parts_old_enough_to_be_abandoned(tmp_path: Path) -> None:
     settings = _settings(tmp_path, 1000)
-    assert store.sweep_incoming(settings) == 0  # no directory yet: nothing to do
-    directory = tmp_path / "artifacts" / store.INCOMING
+    assert uploads.sweep_incoming(settings) == 0  # no directory yet: nothing to do
+    directory = tmp_path / "artifacts" / uploads.INCOMING
     directory.mkdir(parents=True)
     old, fresh, other = directory / "a.part", directory / "b.part", directory / "keep.txt"
     for path in (old, fresh, other):
         path.write_bytes(b"x")
-    stale = time.time() - store.ABANDONED_SECONDS - 60
+    stale = time.time() - uploads.ABANDONED_SECONDS - 60
     os.utime(old, (stale, stale))
     os.utime(other, (stale, stale))
-    assert store.sweep_incoming(settings) == 1
+    assert uploads.sweep_incoming(settings) == 1
     assert sorted(p.name for p in directory.iterdir()) == ["b.part", "keep.txt"]
 
 
 def test_the_api_sweeps_abandoned_parts_when_it_starts(tmp_path: Path) -> None:
     settings = _settings(tmp_path, 1000)
-    directory = tmp_path / "artifacts" / store.INCOMING
+    directory = tmp_path / "artifacts" / uploads.INCOMING
     directory.mkdir(parents=True)
     abandoned = directory / "crashed.part"
     abandoned.write_bytes(b"half an upload")
-    stale = time.time() - store.ABANDONED_SECONDS - 60
+    stale = time.time() - uploads.ABANDONED_SECONDS - 60
     os.utime(abandoned, (stale, stale))
     app = create_app(settings)
 
