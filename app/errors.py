@@ -84,7 +84,7 @@ def invalid(field: str, message: str) -> Invalid:
 
 
 # How much of a rejected input a 422 shows: enough to recognise it, never the whole of a
-# large body (a 20 MB input was echoed back whole).
+# large body.
 CLIP_ITEMS = 10
 CLIP_CHARS = 200
 

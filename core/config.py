@@ -19,7 +19,8 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
 
-    # Embedded brokers poll; 50 ms keeps a job's start latency near 100 ms.
+    # Embedded brokers poll: a short interval keeps a job's start latency low, for a little
+    # idle work.
     broker_polling_interval: float = Field(0.05, gt=0, le=5)
     # Threads for torch in one worker child; 0 means the cores divided by the concurrency.
     worker_threads: int = Field(0, ge=0, le=256)

@@ -1,8 +1,8 @@
 """A route class for the prediction hot paths.
 
 FastAPI's request handler solves dependencies, validates parameters, extracts endpoint
-context and serializes the return value on every request: about 40 us of the event loop's
-time, a fifth of a whole small prediction. A `DirectRoute` is documented from its
+context and serializes the return value on every request: a large share of a small
+prediction's time on the event loop. A `DirectRoute` is documented from its
 endpoint's signature and `openapi_extra` like any route, but is served by calling the
 endpoint with the bare request and its path parameters; the endpoint checks the key,
 validates its body and returns a ready `Response` itself. Errors still reach the app's

@@ -28,8 +28,8 @@ class CharAnswer:
 # once (a one-hot input, the logits): its memory is cells x 4 bytes each. A batch holds at
 # most BATCH_CELLS (padding counted: texts x longest x vocabulary), split into several
 # passes if need be; a text over it alone is a `long` one, run by `long_next_chars` in
-# pieces of CHUNK_CELLS. Measured in the API: three 10,000-character texts on a
-# 3,000-character vocabulary once added 1.4 GB; in pieces, tens of MB.
+# pieces of CHUNK_CELLS, so that a request's memory follows these bounds, not its
+# texts' length times the vocabulary.
 BATCH_CELLS = 2**23
 CHUNK_CELLS = 2**21
 

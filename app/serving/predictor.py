@@ -3,8 +3,8 @@
 The micro-batcher's thread shares the interpreter lock with the event loop. In eager mode a
 forward pass is dozens of Python-level torch calls (packing, the recurrent layers, the head,
 softmax, top-k), and after each one the thread waits for the lock while the loop, busy under
-load, holds it: measured at 32 connections, a batch took two to three times its own compute
-time and the loop and the model never ran at once. Scripted, the whole batch runs in C++
+load, holds it: a batch took several times its own compute time and the loop and the model
+never ran at once. Scripted, the whole batch runs in C++
 without the lock, so parsing the next requests and computing this batch overlap.
 
 TorchScript is deprecated in favour of torch.compile and torch.export, which need a compiler
@@ -28,8 +28,8 @@ log = logging.getLogger(__name__)
 FUSED_LSTM_AVAILABLE = (torch.backends.mkldnn.is_available()
                         and hasattr(torch.ops.aten, "mkldnn_rnn_layer"))
 ONEDNN_LSTM_MODE = 2
-# From this many texts a batch goes through oneDNN: its fixed cost per call (~0.3 ms,
-# re-laying out the weights) is repaid from about five texts on (measured for 2x256).
+# From this many texts a batch goes through oneDNN: its fixed cost per call (re-laying out
+# the weights) is repaid from about five texts on (bench/predict_load.py).
 FUSED_MIN_BATCH = 5
 
 

@@ -28,10 +28,9 @@ log = logging.getLogger(__name__)
 
 def configure_torch(threads: int) -> None:
     """Inference shares the machine with training: keep its threads few and fixed. And turn
-    oneDNN off by default: its RNN path re-lays out the weights on every call (~0.3 ms for a
-    2x256 LSTM on these machines, three times a step of `generate` and about a lone short
-    text's whole forward pass), and its convolutions measured no faster than the native ones
-    for the zoo's CNNs. Batches of several texts, where its layer pays, call it by name
+    oneDNN off by default: its RNN path re-lays out the weights on every call (a fixed cost
+    larger than a step of `generate` and about a lone short text's whole forward pass), and
+    its convolutions are no faster than the native ones for the zoo's CNNs. Batches of several texts, where its layer pays, call it by name
     (predictor.CharPredictor)."""
     torch.set_num_threads(threads)
     torch.backends.mkldnn.enabled = False
@@ -62,8 +61,7 @@ class Serving:
 # How long a thread may keep the GIL while another waits for it. The inference thread needs
 # it back after each (GIL-free) forward pass, and under load the event loop rarely lets go
 # by itself: at Python's default of 5 ms the model idled while the loop parsed requests.
-# At 0.2 ms the two run side by side (bench/predict_load.py at 32 connections: 3,400-3,800
-# requests/s against 2,800).
+# At 0.2 ms the two run side by side (bench/predict_load.py at 32 connections shows it).
 GIL_SWITCH_SECONDS = 0.0002
 
 
@@ -88,7 +86,7 @@ def start(settings: Settings, sessions: sessionmaker[Session]) -> Serving:
         except Exception as exc:  # a stale id in the settings must not stop the API
             log.warning("could not warm model %s: %s", model_id, exc)
     # A full garbage collection walks every object torch, FastAPI and the warm models made at
-    # start-up (~250,000; ~130 ms on these machines), stalling every request in flight: that
+    # start-up (hundreds of thousands), stalling every request in flight: that
     # was the p99 of every route under load. Frozen, they are never walked again.
     gc.collect()
     gc.freeze()
