@@ -30,8 +30,8 @@ def configure_torch(threads: int) -> None:
     """Inference shares the machine with training: keep its threads few and fixed. And turn
     oneDNN off by default: its RNN path re-lays out the weights on every call (a fixed cost
     larger than a step of `generate` and about a lone short text's whole forward pass), and
-    its convolutions are no faster than the native ones for the zoo's CNNs. Batches of several texts, where its layer pays, call it by name
-    (predictor.CharPredictor)."""
+    its convolutions are no faster than the native ones for the zoo's CNNs. Batches of
+    several texts, where its layer pays, call it by name (predictor.CharPredictor)."""
     torch.set_num_threads(threads)
     torch.backends.mkldnn.enabled = False
 
