@@ -18,9 +18,10 @@ from models.spec import JobSpec
 from models.store import ID
 from workers import devices, lease, recorder, shutdown
 from workers.cancel import CancelWatch
+from workers.faults import TrainingError
 from workers.recorder import LeaseLost
 from workers.runtime import Runtime, runtime
-from workers.trainer import Trainer, TrainingError
+from workers.trainer import Trainer
 from workers.writer import BackgroundWriter
 
 log = logging.getLogger(__name__)
@@ -28,8 +29,9 @@ METRICS_FLUSH_SECONDS = 0.25
 MAX_ERROR_CHARS = 2000  # of an exception's message kept in the job's error
 
 
-class Hooks:
-    """The trainer's reports, recorded off the training thread in order."""
+class JobCallbacks:
+    """The trainer's callbacks for one job: stop checks, and its epochs and checkpoints
+    recorded off the training thread in order."""
 
     def __init__(self, rt: Runtime, job_id: str, heartbeat: lease.Heartbeat,
                  writer: BackgroundWriter, deadline: float | None) -> None:
@@ -81,7 +83,7 @@ def own_fault(writer: BackgroundWriter) -> Iterator[None]:
     optimizer, schedule, metrics) and its test evaluation. What that raises comes from the
     job's spec or data and would be raised again by every retry, so it becomes a
     TrainingError: failed at once, with the real message. What the run's infrastructure
-    raised through the hooks (the writer's database and store errors, a lost lease) and a
+    raised through the callbacks (the writer's database and store errors, a lost lease) and a
     device that failed are passed on as they are, to be retried."""
     try:
         yield
@@ -143,7 +145,7 @@ def run_job(rt: Runtime, job_id: str) -> str:
     with lease.Heartbeat(rt, job_id) as heartbeat, CancelWatch(rt, job_id, heartbeat):
         writer = BackgroundWriter(transient=database_unavailable,
                                   retry_seconds=rt.settings.lease_seconds)
-        hooks = Hooks(rt, job_id, heartbeat, writer, deadline)
+        callbacks = JobCallbacks(rt, job_id, heartbeat, writer, deadline)
         try:
             device = device_for(spec, claimed.queue)
             data = load_data(spec)
@@ -154,10 +156,10 @@ def run_job(rt: Runtime, job_id: str) -> str:
                 log.info("job %s resumes after epoch %d", job_id, resume.epoch)
                 trainer.restore(resume)
             elif spec.init_from:
-                trainer.restore(recorder.model_weights(rt, spec.init_from), weights_only=True)
+                trainer.load_weights(recorder.model_weights(rt, spec.init_from))
             with own_fault(writer):
-                outcome = trainer.run(hooks)
-            hooks.flush_metrics()
+                outcome = trainer.run(callbacks)
+            callbacks.flush_metrics()
             writer.flush()
             with own_fault(writer):
                 test = trainer.test_metrics() if outcome == JobStatus.SUCCEEDED else {}
@@ -165,7 +167,7 @@ def run_job(rt: Runtime, job_id: str) -> str:
             log.warning("job %s: lease lost, another worker owns it now", job_id)
             return StopReason.LEASE_LOST
         except (TrainingError, torch.OutOfMemoryError) as exc:
-            hooks.flush_metrics()
+            callbacks.flush_metrics()
             writer.flush()
             reason = str(exc) if isinstance(exc, TrainingError) else (
                 "out of memory on this job's own model and batch size; make them smaller")
