@@ -175,15 +175,25 @@ def run_job(rt: Runtime, job_id: str) -> str:
             return JobStatus.FAILED
         finally:
             writer.close()
-        if outcome == JobStatus.SUCCEEDED and not recorder.succeed(
-                rt, job_id, model_epoch=trainer.model_epoch, test_metrics=test):
-            log.info("job %s was cancelled as it finished; its checkpoints are kept", job_id)
-            outcome = StopReason.CANCEL
-        if outcome == StopReason.CANCEL:
-            recorder.cancelled(rt, job_id)
-        elif outcome == StopReason.TIME_LIMIT:
-            assert limit is not None  # a time limit stops only a job that has one
-            recorder.time_out(rt, job_id, limit)
-        elif outcome == StopReason.SHUTDOWN:
-            recorder.release(rt, job_id)
-        return outcome
+        return record_end(rt, job_id, outcome, model_epoch=trainer.model_epoch,
+                          test_metrics=test, limit=limit)
+
+
+def record_end(rt: Runtime, job_id: str, outcome: str, *, model_epoch: int,
+               test_metrics: dict[str, float], limit: float | None) -> str:
+    """Record how a run that raised nothing ended: succeeded, cancelled, timed out, or
+    handed back on a shutdown. Returns the outcome, CANCEL when a cancel beat the success.
+    A lost lease (another worker owns the job) or a failed write (the job is left to retry)
+    records nothing here."""
+    if outcome == JobStatus.SUCCEEDED and not recorder.succeed(
+            rt, job_id, model_epoch=model_epoch, test_metrics=test_metrics):
+        log.info("job %s was cancelled as it finished; its checkpoints are kept", job_id)
+        outcome = StopReason.CANCEL
+    if outcome == StopReason.CANCEL:
+        recorder.cancelled(rt, job_id)
+    elif outcome == StopReason.TIME_LIMIT:
+        assert limit is not None  # a time limit stops only a job that has one
+        recorder.time_out(rt, job_id, limit)
+    elif outcome == StopReason.SHUTDOWN:
+        recorder.release(rt, job_id)
+    return outcome
