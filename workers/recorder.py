@@ -15,8 +15,9 @@ from core.db.engine import session_scope
 from core.db.tables import Checkpoint, EpochMetric, Job, TrainedModel
 from models import checkpoint as ckpt
 from models.spec import higher_is_better
+from workers.faults import TrainingError
 from workers.runtime import Runtime
-from workers.trainer import Resume, TrainingError
+from workers.train_state import InitialWeights, Resume
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +183,7 @@ def succeed(rt: Runtime, job_id: str, *, model_epoch: int,
     return True
 
 
-def model_weights(rt: Runtime, source_job_id: str) -> Resume:
+def model_weights(rt: Runtime, source_job_id: str) -> InitialWeights:
     """The weights of the model another job produced, for `init_from` (checked by the API)."""
     with session_scope(rt.sessions) as session:
         row = session.execute(
@@ -197,7 +198,7 @@ def model_weights(rt: Runtime, source_job_id: str) -> Resume:
                                   row.sha256)
     except ckpt.CheckpointError as exc:
         raise TrainingError(f"init_from checkpoint refused: {exc}") from exc
-    return Resume(epoch=0, tensors=tensors, meta=meta)
+    return InitialWeights(tensors=tensors, meta=meta)
 
 
 def fail(rt: Runtime, job_id: str, error: str, kind: lifecycle.FailureKind) -> None:

@@ -18,9 +18,10 @@ from models.spec import JobSpec
 from models.store import ID
 from workers import devices, lease, recorder, shutdown
 from workers.cancel import CancelWatch
+from workers.faults import TrainingError
 from workers.recorder import LeaseLost
 from workers.runtime import Runtime, runtime
-from workers.trainer import Trainer, TrainingError
+from workers.trainer import Trainer
 from workers.writer import BackgroundWriter
 
 log = logging.getLogger(__name__)
@@ -28,8 +29,9 @@ METRICS_FLUSH_SECONDS = 0.25
 MAX_ERROR_CHARS = 2000  # of an exception's message kept in the job's error
 
 
-class Hooks:
-    """The trainer's reports, recorded off the training thread in order."""
+class JobCallbacks:
+    """The trainer's callbacks for one job: stop checks, and its epochs and checkpoints
+    recorded off the training thread in order."""
 
     def __init__(self, rt: Runtime, job_id: str, heartbeat: lease.Heartbeat,
                  writer: BackgroundWriter, deadline: float | None) -> None:
@@ -81,7 +83,7 @@ def own_fault(writer: BackgroundWriter) -> Iterator[None]:
     optimizer, schedule, metrics) and its test evaluation. What that raises comes from the
     job's spec or data and would be raised again by every retry, so it becomes a
     TrainingError: failed at once, with the real message. What the run's infrastructure
-    raised through the hooks (the writer's database and store errors, a lost lease) and a
+    raised through the callbacks (the writer's database and store errors, a lost lease) and a
     device that failed are passed on as they are, to be retried."""
     try:
         yield
@@ -143,7 +145,7 @@ def run_job(rt: Runtime, job_id: str) -> str:
     with lease.Heartbeat(rt, job_id) as heartbeat, CancelWatch(rt, job_id, heartbeat):
         writer = BackgroundWriter(transient=database_unavailable,
                                   retry_seconds=rt.settings.lease_seconds)
-        hooks = Hooks(rt, job_id, heartbeat, writer, deadline)
+        callbacks = JobCallbacks(rt, job_id, heartbeat, writer, deadline)
         try:
             device = device_for(spec, claimed.queue)
             data = load_data(spec)
@@ -154,10 +156,10 @@ def run_job(rt: Runtime, job_id: str) -> str:
                 log.info("job %s resumes after epoch %d", job_id, resume.epoch)
                 trainer.restore(resume)
             elif spec.init_from:
-                trainer.restore(recorder.model_weights(rt, spec.init_from), weights_only=True)
+                trainer.load_weights(recorder.model_weights(rt, spec.init_from))
             with own_fault(writer):
-                outcome = trainer.run(hooks)
-            hooks.flush_metrics()
+                outcome = trainer.run(callbacks)
+            callbacks.flush_metrics()
             writer.flush()
             with own_fault(writer):
                 test = trainer.test_metrics() if outcome == JobStatus.SUCCEEDED else {}
@@ -165,7 +167,7 @@ def run_job(rt: Runtime, job_id: str) -> str:
             log.warning("job %s: lease lost, another worker owns it now", job_id)
             return StopReason.LEASE_LOST
         except (TrainingError, torch.OutOfMemoryError) as exc:
-            hooks.flush_metrics()
+            callbacks.flush_metrics()
             writer.flush()
             reason = str(exc) if isinstance(exc, TrainingError) else (
                 "out of memory on this job's own model and batch size; make them smaller")
@@ -173,15 +175,25 @@ def run_job(rt: Runtime, job_id: str) -> str:
             return JobStatus.FAILED
         finally:
             writer.close()
-        if outcome == JobStatus.SUCCEEDED and not recorder.succeed(
-                rt, job_id, model_epoch=trainer.model_epoch, test_metrics=test):
-            log.info("job %s was cancelled as it finished; its checkpoints are kept", job_id)
-            outcome = StopReason.CANCEL
-        if outcome == StopReason.CANCEL:
-            recorder.cancelled(rt, job_id)
-        elif outcome == StopReason.TIME_LIMIT:
-            assert limit is not None  # a time limit stops only a job that has one
-            recorder.time_out(rt, job_id, limit)
-        elif outcome == StopReason.SHUTDOWN:
-            recorder.release(rt, job_id)
-        return outcome
+        return record_end(rt, job_id, outcome, model_epoch=trainer.model_epoch,
+                          test_metrics=test, limit=limit)
+
+
+def record_end(rt: Runtime, job_id: str, outcome: str, *, model_epoch: int,
+               test_metrics: dict[str, float], limit: float | None) -> str:
+    """Record how a run that raised nothing ended: succeeded, cancelled, timed out, or
+    handed back on a shutdown. Returns the outcome, CANCEL when a cancel beat the success.
+    A lost lease (another worker owns the job) or a failed write (the job is left to retry)
+    records nothing here."""
+    if outcome == JobStatus.SUCCEEDED and not recorder.succeed(
+            rt, job_id, model_epoch=model_epoch, test_metrics=test_metrics):
+        log.info("job %s was cancelled as it finished; its checkpoints are kept", job_id)
+        outcome = StopReason.CANCEL
+    if outcome == StopReason.CANCEL:
+        recorder.cancelled(rt, job_id)
+    elif outcome == StopReason.TIME_LIMIT:
+        assert limit is not None  # a time limit stops only a job that has one
+        recorder.time_out(rt, job_id, limit)
+    elif outcome == StopReason.SHUTDOWN:
+        recorder.release(rt, job_id)
+    return outcome

@@ -1,13 +1,14 @@
-"""The training loop. Knows nothing of the database: it reports through `Hooks`.
+"""The training loop. Knows nothing of the database: it reports through `TrainerCallbacks`.
 
 Every epoch's data order comes from (seed, epoch), and checkpoints carry model, optimizer
 and RNG state, so a run resumed from epoch k continues exactly as if it had never stopped.
+The data it reads is in workers/batches.py; what it starts from is in workers/train_state.py.
 """
 
 import contextlib
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any, Protocol
 
 import torch
@@ -16,26 +17,28 @@ from torch import nn
 from core.lifecycle import JobStatus, StopReason
 from models import registry
 from models.checkpoint import pack_optimizer, prefixed, strip_prefix, unpack_optimizer
-from models.data import ImageData, TextData, windows
+from models.data import ImageData, TextData
 from models.layers import l2_penalty
 from models.spec import JobSpec
+from workers.batches import (
+    Batches,
+    HitCounter,
+    batches_of_test_split,
+    data_info,
+    train_and_val_batches,
+)
+from workers.faults import TrainingError
 from workers.optimizers import make_optimizer
 from workers.schedules import Stopper, make_scheduler, step_scheduler
+from workers.train_state import InitialWeights, Position, Resume, restore_rng, rng_tensors
 
 EVAL_BATCH = 1024
 CHECKPOINT_SECONDS = 60.0
-# Training logits wait for their argmax until this many values are pending. A small
-# classifier's step is ~1 ms and an argmax per batch cost it ~1%, so its logits are counted
-# once an epoch; a character model's 64x64xvocab logits are past the limit alone and are
-# counted at once, as holding several (and concatenating them) costs more than it saves.
-PENDING_LOGITS = 1 << 16
 
 
-class TrainingError(Exception):
-    """The job's own fault (its data, its spec, a diverging loss): not worth retrying."""
+class TrainerCallbacks(Protocol):
+    """What the loop asks and tells the code that runs it (a worker records a job's)."""
 
-
-class Hooks(Protocol):
     def stop_reason(self) -> str | None:
         """Checked between batches: a StopReason, or None to go on."""
 
@@ -43,103 +46,6 @@ class Hooks(Protocol):
 
     def on_checkpoint(self, epoch: int, tensors: dict[str, torch.Tensor],
                       meta: dict[str, Any]) -> None: ...
-
-
-@dataclass
-class Resume:
-    epoch: int
-    tensors: dict[str, torch.Tensor]
-    meta: dict[str, Any]
-
-
-@dataclass
-class Batches:
-    """Inputs and targets held as tensors on the device, batched by index."""
-
-    x: torch.Tensor
-    y: torch.Tensor
-
-    def __len__(self) -> int:
-        return len(self.y)
-
-    def batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.x[index], self.y[index]
-
-
-def _batches(data: ImageData | TextData, seq_len: int,
-             device: torch.device) -> tuple[Batches, Batches | None]:
-    if isinstance(data, ImageData):
-        train = Batches(data.x_train.to(device), data.y_train.to(device))
-        val = Batches(data.x_val.to(device), data.y_val.to(device)) if len(data.y_val) else None
-        return train, val
-    train_windows = windows(data.train, seq_len)
-    if len(train_windows) == 0:
-        raise TrainingError(f"training text is shorter than seq_len + 1 = {seq_len + 1}")
-    train_windows = train_windows.to(device)
-    train = Batches(train_windows[:, :-1], train_windows[:, 1:])
-    val = None
-    if len(data.val) >= 2:
-        val_windows = windows(data.val, min(seq_len, len(data.val) - 1)).to(device)
-        val = Batches(val_windows[:, :-1], val_windows[:, 1:])
-    return train, val
-
-
-def _test_batches(data: ImageData | TextData, device: torch.device) -> Batches | None:
-    x_test = getattr(data, "x_test", None)
-    if x_test is None or not len(x_test):
-        return None
-    return Batches(x_test.to(device), data.y_test.to(device))  # type: ignore[union-attr]
-
-
-def data_info(data: ImageData | TextData) -> dict[str, Any]:
-    if isinstance(data, ImageData):
-        return {"classes": data.classes, "shape": data.shape}
-    return {"vocab": data.vocab}
-
-
-@dataclass
-class Position:
-    """Where an interrupted epoch stopped: resumable mid-epoch, bit for bit."""
-
-    batch_start: int
-    loss_sum: float
-    correct: float
-
-
-class HitCounter:
-    """Correct training predictions of an epoch, counted a few batches at a time.
-
-    Counts are integers: however the batches are grouped, the total is the same, so an epoch
-    resumed mid-way counts exactly what an uninterrupted one does.
-    """
-
-    def __init__(self, targets: torch.Tensor, order: torch.Tensor, first: int) -> None:
-        self._targets, self._order = targets, order
-        self._start = self._end = first
-        self._pending: list[torch.Tensor] = []
-        self._pending_values = 0
-        # Kept on the device: a .item() per group would stall a GPU.
-        self._hits = torch.zeros((), dtype=torch.long, device=targets.device)
-
-    def add(self, logits: torch.Tensor, end: int) -> None:
-        """Logits of the examples order[previous end:end]."""
-        self._pending.append(logits.detach())
-        self._pending_values += logits.numel()
-        self._end = end
-        if self._pending_values >= PENDING_LOGITS:
-            self._count()
-
-    def _count(self) -> None:
-        if not self._pending:
-            return
-        pending = self._pending[0] if len(self._pending) == 1 else torch.cat(self._pending)
-        predicted = pending.argmax(-1)
-        self._hits += (predicted == self._targets[self._order[self._start:self._end]]).sum()
-        self._start, self._pending, self._pending_values = self._end, [], 0
-
-    def total(self) -> int:
-        self._count()
-        return int(self._hits.item())
 
 
 class Trainer:
@@ -150,8 +56,9 @@ class Trainer:
         self.autocast = spec.training.mixed_precision == "bf16" and device.type == "cuda"
         self.text = isinstance(data, TextData)
         self.info = data_info(data)
-        self.train_set, self.val_set = _batches(data, spec.training.seq_len, device)
-        self.test_set = _test_batches(data, device)
+        self.train_set, self.val_set = train_and_val_batches(data, spec.training.seq_len,
+                                                             device)
+        self.test_set = batches_of_test_split(data, device)
         self.config = registry.config_from_spec(spec.model, self.info)
         torch.manual_seed(spec.training.seed)
         self.model: nn.Module = registry.build(spec.model.arch, self.config).to(device)
@@ -176,9 +83,7 @@ class Trainer:
         `is_best`: early stopping's best epoch so far. Neither is a metric."""
         optim_tensors, optim_meta = pack_optimizer(self.optimizer.state_dict())
         tensors = {**prefixed("model.", self.model.state_dict()), **optim_tensors,
-                   "rng.torch": torch.get_rng_state()}
-        if self.device.type == "cuda":
-            tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
+                   **rng_tensors(self.device)}
         meta = {"arch": self.spec.model.arch, "config": registry.config_dict(self.config),
                 "task": "char" if self.text else "classifier", "data": self.info,
                 "epoch": self.epoch, "metrics": metrics, "is_best": is_best,
@@ -189,10 +94,10 @@ class Trainer:
                 "spec": self.spec.model_dump(mode="json")}
         return tensors, meta
 
-    def restore(self, resume: Resume, *, weights_only: bool = False) -> None:
+    def restore(self, resume: Resume) -> None:
+        """Continue the job from its own checkpoint: weights, optimizer, schedule, early
+        stopping, RNG, and the position of an interrupted epoch."""
         self.model.load_state_dict(strip_prefix("model.", resume.tensors))
-        if weights_only:
-            return
         self.optimizer.load_state_dict(unpack_optimizer(resume.tensors, resume.meta["optimizer"]))
         if self.scheduler and resume.meta.get("scheduler"):
             self.scheduler.load_state_dict(resume.meta["scheduler"])
@@ -200,13 +105,15 @@ class Trainer:
             self.stopper = Stopper(**resume.meta["stopper"])
         if resume.meta.get("position"):
             self.position = Position(**resume.meta["position"])
-        torch.set_rng_state(resume.tensors["rng.torch"])
-        if self.device.type == "cuda" and "rng.cuda" in resume.tensors:
-            torch.cuda.set_rng_state(resume.tensors["rng.cuda"], self.device)
+        restore_rng(resume.tensors, self.device)
         self.epoch = self.checkpointed_epoch = resume.epoch
 
+    def load_weights(self, weights: InitialWeights) -> None:
+        """Start from another job's model weights (`init_from`); all else stays fresh."""
+        self.model.load_state_dict(strip_prefix("model.", weights.tensors))
+
     # -- the loop ----------------------------------------------------------------------
-    def run(self, hooks: Hooks) -> str:
+    def run(self, callbacks: TrainerCallbacks) -> str:
         """Train to the last epoch or an early stop; returns JobStatus.SUCCEEDED, or the
         StopReason it stopped for."""
         training = self.spec.training
@@ -214,13 +121,13 @@ class Trainer:
         self._checkpointed_at = time.monotonic()
         while self.epoch < training.epochs:
             started = time.perf_counter()
-            train_stats = self.train_one_epoch(self.epoch + 1, hooks)
+            train_stats = self.train_one_epoch(self.epoch + 1, callbacks)
             if train_stats is None:
-                reason = hooks.stop_reason() or StopReason.CANCEL
+                reason = callbacks.stop_reason() or StopReason.CANCEL
                 if reason != StopReason.LEASE_LOST and self.checkpointed_epoch != self.epoch:
                     # Mid-epoch state with its position: a resume continues exactly here.
                     # If the last whole epoch is checkpointed, replaying from it is as exact.
-                    self._checkpoint(hooks, metrics)
+                    self._checkpoint(callbacks, metrics)
                 return reason
             train_seconds = time.perf_counter() - started
             self.epoch += 1
@@ -232,9 +139,9 @@ class Trainer:
             step_scheduler(self.scheduler, training.lr_schedule, metrics)
             stop_early = bool(self.stopper and self.stopper.should_stop)
             metrics["seconds"] = time.perf_counter() - started
-            hooks.on_epoch(self.epoch, metrics)
+            callbacks.on_epoch(self.epoch, metrics)
             if improved or stop_early or self._due() or self.epoch == training.epochs:
-                self._checkpoint(hooks, metrics, is_best=improved)
+                self._checkpoint(callbacks, metrics, is_best=improved)
             if stop_early:
                 break
         return JobStatus.SUCCEEDED
@@ -267,13 +174,14 @@ class Trainer:
         # training, and long ones would risk too much work between checkpoints.
         return time.monotonic() - self._checkpointed_at >= CHECKPOINT_SECONDS
 
-    def _checkpoint(self, hooks: Hooks, metrics: dict[str, float], *,
+    def _checkpoint(self, callbacks: TrainerCallbacks, metrics: dict[str, float], *,
                     is_best: bool = False) -> None:
-        hooks.on_checkpoint(self.epoch, *self.state(metrics, is_best=is_best))
+        callbacks.on_checkpoint(self.epoch, *self.state(metrics, is_best=is_best))
         self.checkpointed_epoch = self.epoch
         self._checkpointed_at = time.monotonic()
 
-    def train_one_epoch(self, epoch: int, hooks: Hooks) -> tuple[float, float, int] | None:
+    def train_one_epoch(self, epoch: int, callbacks: TrainerCallbacks
+                        ) -> tuple[float, float, int] | None:
         training = self.spec.training
         self.model.train()
         n = len(self.train_set)
@@ -287,7 +195,7 @@ class Trainer:
         amp = (torch.autocast(self.device.type, dtype=torch.bfloat16) if self.autocast
                else contextlib.nullcontext())
         for start in range(first, n, training.batch_size):
-            if hooks.stop_reason() is not None:
+            if callbacks.stop_reason() is not None:
                 self.position = Position(start, loss_sum.item(), earlier_hits + hits.total())
                 return None
             x, y = self.train_set.batch(order[start:start + training.batch_size])

@@ -7,11 +7,12 @@ lack (as `packaging` once was, for kombu's Redis transport): this test runs noth
 this venv's, only the installed `trainserve` command, from a folder without the source.
 """
 
+import contextlib
 import os
 import secrets
 import signal
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -94,21 +95,8 @@ def test_the_dockerfile_install_trains_and_serves_on_postgres_and_redis(
 
     run("db", "upgrade")
     key = run("keys", "create", "operator", "--admin").strip()
-    processes: dict[str, subprocess.Popen[bytes]] = {}
-    logs = {name: tmp_path / f"{name}.log" for name in ("api", "worker")}
-    try:
-        for name, args in (("api", ["api"]), ("worker", ["worker", "--queues", "cpu"])):
-            with open(logs[name], "wb") as log:
-                processes[name] = subprocess.Popen(
-                    [trainserve, *args], env=prod_env, cwd=tmp_path, stdout=log,
-                    stderr=subprocess.STDOUT, start_new_session=True)
+    with _api_and_worker(trainserve, prod_env, tmp_path) as alive_and:
         base_url = f"http://127.0.0.1:{prod_env['TRAINSERVE_PORT']}"
-
-        def alive_and(check: bool) -> bool:
-            for name, process in processes.items():
-                if process.poll() is not None:
-                    raise AssertionError(f"{name} exited: {logs[name].read_text()[-3000:]}")
-            return check
 
         def ready() -> bool:
             try:
@@ -116,28 +104,61 @@ def test_the_dockerfile_install_trains_and_serves_on_postgres_and_redis(
             except httpx.HTTPError:
                 return alive_and(False)
         poll(ready, timeout=90, interval=0.2, what="the API to be ready")
+        _train_and_predict(base_url, key, alive_and)
 
-        with httpx.Client(base_url=base_url, timeout=30,
-                          headers={"Authorization": f"Bearer {key}"}) as client:
-            submitted = client.post("/v1/jobs", json=SEED_LSTM)
-            assert submitted.status_code == 202, submitted.text
 
-            def finished() -> dict[str, object] | None:
-                job = client.get(f"/v1/jobs/{submitted.json()['id']}").json()
-                return job if alive_and(job["status"] not in ("queued", "running")) else None
-            job = poll(finished, timeout=180, interval=0.2, what="the hihello job to end")
-            assert job["status"] == "succeeded", job
-            answer = client.post(f"/v1/models/{job['model_id']}/predict",
-                                 json={"text": "hihell", "top_k": 3})
-            assert answer.status_code == 200, answer.text
-            assert answer.json()["sequence"] == "ihello"
+@contextlib.contextmanager
+def _api_and_worker(trainserve: str, env: dict[str, str], cwd: Path
+                    ) -> Iterator[Callable[[bool], bool]]:
+    """The installed API and one cpu worker, each leading its own process group, stopped on
+    the way out. Yields alive_and(check): `check`, once every process is seen running; a
+    process that exited fails the test with the end of its log."""
+    processes: dict[str, subprocess.Popen[bytes]] = {}
+    logs = {name: cwd / f"{name}.log" for name in ("api", "worker")}
+
+    def alive_and(check: bool) -> bool:
+        for name, process in processes.items():
+            if process.poll() is not None:
+                raise AssertionError(f"{name} exited: {logs[name].read_text()[-3000:]}")
+        return check
+
+    try:
+        for name, args in (("api", ["api"]), ("worker", ["worker", "--queues", "cpu"])):
+            with open(logs[name], "wb") as log:
+                processes[name] = subprocess.Popen(
+                    [trainserve, *args], env=env, cwd=cwd, stdout=log,
+                    stderr=subprocess.STDOUT, start_new_session=True)
+        yield alive_and
     finally:
-        for process in processes.values():
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-        for process in processes.values():
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(10)
+        _stop(list(processes.values()))
+
+
+def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM to every group still running, then SIGKILL to any that outlives its grace."""
+    for process in processes:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+    for process in processes:
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(10)
+
+
+def _train_and_predict(base_url: str, key: str, alive_and: Callable[[bool], bool]) -> None:
+    """The seed's hihello job trains to success and its model predicts "ihello"."""
+    with httpx.Client(base_url=base_url, timeout=30,
+                      headers={"Authorization": f"Bearer {key}"}) as client:
+        submitted = client.post("/v1/jobs", json=SEED_LSTM)
+        assert submitted.status_code == 202, submitted.text
+
+        def finished() -> dict[str, object] | None:
+            job = client.get(f"/v1/jobs/{submitted.json()['id']}").json()
+            return job if alive_and(job["status"] not in ("queued", "running")) else None
+        job = poll(finished, timeout=180, interval=0.2, what="the hihello job to end")
+        assert job["status"] == "succeeded", job
+        answer = client.post(f"/v1/models/{job['model_id']}/predict",
+                             json={"text": "hihell", "top_k": 3})
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["sequence"] == "ihello"

@@ -129,7 +129,7 @@ def test_the_roles_are_all_there() -> None:
 
 
 def test_worker_health_checks_ping_the_node_the_worker_is_named() -> None:
-    # `trainserve worker` names its node trainserve-<queues>@<host> (app/cli.py).
+    # `trainserve worker` names its node trainserve-<queues>@<host> (app/cli/server.py).
     for name, svc in _workers().items():
         queues = build_parser().parse_args(svc["command"]).queues
         test = " ".join(svc["healthcheck"]["test"])

@@ -20,8 +20,9 @@ from core.db.tables import Base, WorkerSeen, utcnow
 from models.data import load_builtin
 from models.spec import JobSpec
 from workers import devices
+from workers.faults import TrainingError
 from workers.runner import device_for
-from workers.trainer import Trainer, TrainingError
+from workers.trainer import Trainer
 
 
 def _spec(device: str = "auto", **training: Any) -> JobSpec:
@@ -150,11 +151,11 @@ def test_autocast_stays_off_on_cpu(mixed_precision: str) -> None:
     dtypes: list[torch.dtype] = []
     trainer.model.register_forward_hook(lambda _m, _i, out: dtypes.append(out[0].dtype))
 
-    class Hooks:
+    class NeverStop:
         def stop_reason(self) -> str | None:
             return None
 
-    assert trainer.train_one_epoch(1, Hooks()) is not None  # type: ignore[arg-type]
+    assert trainer.train_one_epoch(1, NeverStop()) is not None  # type: ignore[arg-type]
     assert dtypes and set(dtypes) == {torch.float32}  # the forward ran in fp32
     assert all(p.dtype == torch.float32 for p in trainer.model.parameters())
 
@@ -173,10 +174,10 @@ def test_data_is_moved_to_the_device_once(monkeypatch: pytest.MonkeyPatch) -> No
 
     monkeypatch.setattr(torch.Tensor, "to", counting_to)
 
-    class Hooks:
+    class NeverStop:
         def stop_reason(self) -> str | None:
             return None
 
-    assert trainer.train_one_epoch(1, Hooks()) is not None  # type: ignore[arg-type]
+    assert trainer.train_one_epoch(1, NeverStop()) is not None  # type: ignore[arg-type]
     assert len(trainer.train_set) // 16 > 80  # many batches ...
     assert len(copies) <= 1, copies  # ... and at most one copy to the device

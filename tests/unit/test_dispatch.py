@@ -10,6 +10,7 @@ from celery import Celery
 from sqlalchemy.orm import Session, sessionmaker
 
 from app import cli
+from app.cli import server as server_commands
 from core import lifecycle
 from core.broker import broker_problem, make_sender, send_wakeup
 from core.config import Settings
@@ -131,8 +132,10 @@ def test_an_unloadable_or_unreachable_broker_is_named() -> None:
 def test_a_worker_that_cannot_start_says_why_in_one_line(
         url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setattr(cli, "get_settings", lambda: Settings(data_dir=tmp_path, broker_url=url))
-    monkeypatch.setattr(cli.os, "execv", lambda *_: pytest.fail("the worker must not start"))
+    monkeypatch.setattr(server_commands, "get_settings",
+                        lambda: Settings(data_dir=tmp_path, broker_url=url))
+    monkeypatch.setattr(server_commands.os, "execv",
+                        lambda *_: pytest.fail("the worker must not start"))
     assert cli.main(["worker"]) == 1
     out = capsys.readouterr()
     assert out.out == ""

@@ -19,7 +19,8 @@ from models import checkpoint as ckpt
 from models.data import load_builtin
 from models.spec import JobSpec
 from workers import devices
-from workers.trainer import Resume, Trainer
+from workers.train_state import Resume
+from workers.trainer import Trainer
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
@@ -28,7 +29,9 @@ ROOT = Path(__file__).resolve().parents[2]
 CUDA = torch.device("cuda", 0)
 
 
-class Hooks:
+class EncodingCallbacks:
+    """Records each epoch and each checkpoint, encoded at once as the worker's callbacks do."""
+
     def __init__(self) -> None:
         self.epochs: list[dict[str, float]] = []
         self.checkpoints: list[tuple[dict[str, torch.Tensor], dict[str, Any]]] = []
@@ -76,7 +79,7 @@ def test_one_epoch_on_cuda_with_bf16_autocast(model: dict[str, Any], dataset: st
     assert trainer.train_set.x.device.type == "cuda"  # moved once, when built
     logits_dtypes: list[torch.dtype] = []
     trainer.model.register_forward_hook(lambda _m, _i, out: logits_dtypes.append(out[0].dtype))
-    hooks = Hooks()
+    hooks = EncodingCallbacks()
     assert trainer.run(hooks) == "succeeded"
     # Training forwards ran in bf16; evaluation (the last forwards, under no_grad) in fp32.
     assert torch.bfloat16 in logits_dtypes
@@ -91,7 +94,7 @@ def test_without_bf16_the_gpu_trains_in_fp32() -> None:
     assert not trainer.autocast
     logits_dtypes: list[torch.dtype] = []
     trainer.model.register_forward_hook(lambda _m, _i, out: logits_dtypes.append(out[0].dtype))
-    assert trainer.run(Hooks()) == "succeeded"
+    assert trainer.run(EncodingCallbacks()) == "succeeded"
     assert set(logits_dtypes) == {torch.float32}
 
 
@@ -100,7 +103,7 @@ def test_a_checkpoint_from_cuda_loads_on_cpu(model: dict[str, Any], dataset: str
                                              training: dict[str, Any]) -> None:
     spec = _spec(model, dataset, mixed_precision="bf16", **training)
     gpu = _trainer(spec)
-    hooks = Hooks()
+    hooks = EncodingCallbacks()
     assert gpu.run(hooks) == "succeeded"
     tensors, meta = hooks.checkpoints[-1]
     assert all(t.device.type == "cpu" for t in tensors.values())
@@ -120,7 +123,7 @@ def test_a_checkpoint_from_cuda_loads_on_cpu(model: dict[str, Any], dataset: str
         got = cpu.model(x.cpu())[0]
     torch.testing.assert_close(got, expected, rtol=1e-3, atol=1e-4)
     # Training goes on from it on the CPU: the optimizer state moved with the weights.
-    hooks = Hooks()
+    hooks = EncodingCallbacks()
     assert cpu.run(hooks) == "succeeded"
     assert len(hooks.epochs) == 1 and cpu.epoch == 2
 

@@ -22,10 +22,11 @@ from models.spec import (
     RecurrentSpec,
     watched_metrics,
 )
-from tests.unit.recording_hooks import Hooks
+from tests.unit.recording_callbacks import RecordingCallbacks
+from workers.faults import TrainingError
 from workers.recorder import LeaseLost
 from workers.runner import own_fault
-from workers.trainer import Trainer, TrainingError
+from workers.trainer import Trainer
 from workers.writer import BackgroundWriter
 
 CPU = torch.device("cpu")
@@ -67,7 +68,7 @@ def test_an_even_kernel_cnn_trains_on_digits() -> None:
     """Was 'mat1 and mat2 shapes cannot be multiplied' at the first batch."""
     spec = _spec({"arch": "cnn", "channels": [4, 4], "kernel_size": 4, "pool": "none",
                   "hidden_sizes": [8]}, epochs=1)
-    assert Trainer(spec, load_builtin("digits"), CPU).run(Hooks()) == "succeeded"
+    assert Trainer(spec, load_builtin("digits"), CPU).run(RecordingCallbacks()) == "succeeded"
 
 
 def test_check_forward_refuses_a_model_that_does_not_fit_the_examples() -> None:
@@ -115,7 +116,7 @@ def test_metric_sets_are_what_each_kind_of_model_records(arch: str, dataset: str
                                                                       "hidden_sizes": [8]}
     spec = _spec(model, dataset, epochs=1, seq_len=8, batch_size=4096)
     assert registry.metrics_of(arch) == names
-    hooks = Hooks()
+    hooks = RecordingCallbacks()
     Trainer(spec, load_builtin(dataset.removeprefix("builtin:")), CPU).run(hooks)
     assert {name for name in hooks.epochs[0][1] if re.fullmatch(METRIC_NAME, name)} == names
 
@@ -148,7 +149,7 @@ def test_an_error_in_the_training_step_is_the_jobs_own_fault(writer: BackgroundW
     trainer = Trainer(spec, load_builtin("digits"), CPU)
     expected = "training raised KeyError: metric 'train_bpc'"
     with pytest.raises(TrainingError, match=expected), own_fault(writer):
-        trainer.run(Hooks())
+        trainer.run(RecordingCallbacks())
 
 
 @pytest.mark.parametrize("error", [RuntimeError("mat1 and mat2 shapes cannot be multiplied"),

@@ -6,6 +6,7 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from app import cli
+from app.cli import keys as key_commands
 from app.keys.service import create_key, hash_key, owner_for_key_hash
 from core.config import Settings
 from core.db.engine import make_engine, make_sessionmaker, session_scope
@@ -16,7 +17,7 @@ from core.db.tables import Base
 def sessions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> sessionmaker[Session]:
     settings = Settings(data_dir=tmp_path)
     Base.metadata.create_all(make_engine(settings))
-    monkeypatch.setattr(cli, "get_settings", lambda: settings)
+    monkeypatch.setattr(key_commands, "get_settings", lambda: settings)
     return make_sessionmaker(make_engine(settings))
 
 

@@ -8,9 +8,10 @@ import torch
 from models.checkpoint import decode, encode
 from models.data import load_builtin
 from models.spec import JobSpec
-from tests.unit.recording_hooks import Hooks
+from tests.unit.recording_callbacks import RecordingCallbacks
 from workers.schedules import Stopper
-from workers.trainer import Resume, Trainer
+from workers.train_state import Resume
+from workers.trainer import Trainer
 
 
 def spec(**training: Any) -> JobSpec:
@@ -45,7 +46,7 @@ def test_stopper_maximises_accuracies() -> None:
 
 
 def test_step_schedule_decays_the_learning_rate() -> None:
-    hooks = Hooks()
+    hooks = RecordingCallbacks()
     Trainer(spec(epochs=4, lr_schedule={"name": "step", "step_size": 2, "gamma": 0.5}),
             load_builtin("digits"), torch.device("cpu")).run(hooks)
     # The rate recorded is the one the epoch trained with.
@@ -53,7 +54,7 @@ def test_step_schedule_decays_the_learning_rate() -> None:
 
 
 def test_early_stopping_ends_the_run_and_the_model_is_the_best_epoch() -> None:
-    hooks = Hooks()
+    hooks = RecordingCallbacks()
     # A learning rate so high that validation loss cannot keep improving for long.
     trainer = Trainer(spec(epochs=60, early_stopping={"metric": "val_loss", "patience": 2}),
                       load_builtin("digits"), torch.device("cpu"))
@@ -72,18 +73,18 @@ def test_schedule_and_stopper_state_survive_a_resume() -> None:
     training = {"epochs": 6, "lr_schedule": {"name": "plateau", "patience": 0, "factor": 0.5},
                 "early_stopping": {"metric": "val_accuracy", "patience": 50},
                 "checkpoint_every": 3}
-    whole_hooks = Hooks()
+    whole_hooks = RecordingCallbacks()
     whole = Trainer(spec(**training), load_builtin("digits"), torch.device("cpu"))
     whole.run(whole_hooks)
 
-    first_hooks = Hooks()
+    first_hooks = RecordingCallbacks()
     Trainer(spec(**{**training, "epochs": 3}), load_builtin("digits"),
             torch.device("cpu")).run(first_hooks)
     epoch, tensors, meta = next(c for c in first_hooks.checkpoints if c[0] == 3)
     tensors, meta = decode(encode(tensors, meta))
     resumed = Trainer(spec(**training), load_builtin("digits"), torch.device("cpu"))
     resumed.restore(Resume(epoch=epoch, tensors=tensors, meta=meta))
-    resumed_hooks = Hooks()
+    resumed_hooks = RecordingCallbacks()
     resumed.run(resumed_hooks)
     assert [m["lr"] for _, m in resumed_hooks.epochs] == [
         m["lr"] for e, m in whole_hooks.epochs if e > 3]

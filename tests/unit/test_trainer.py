@@ -1,4 +1,4 @@
-"""The training loop through its Hooks: convergence, metrics, checkpoints, stops, resumes."""
+"""The training loop through its callbacks: convergence, metrics, checkpoints, stops, resumes."""
 
 import math
 from typing import Any
@@ -10,9 +10,10 @@ from models import checkpoint as ckpt
 from models import registry
 from models.data import load_builtin
 from models.spec import JobSpec
-from tests.unit.recording_hooks import Hooks
-from workers import trainer as trainer_module
-from workers.trainer import HitCounter, Resume, Trainer, TrainingError
+from tests.unit.recording_callbacks import RecordingCallbacks
+from workers.faults import TrainingError
+from workers.train_state import InitialWeights, Resume
+from workers.trainer import Trainer
 
 CPU = torch.device("cpu")
 
@@ -44,7 +45,7 @@ def test_lstm_learns_hihello() -> None:
         "optimizer": {"name": "adam", "lr": 0.1},
         "training": {"epochs": 300, "batch_size": 1, "seq_len": 6}})
     trainer = _trainer(spec)
-    hooks = Hooks()
+    hooks = RecordingCallbacks()
     assert trainer.run(hooks) == "succeeded"
     assert [e for e, _ in hooks.epochs] == list(range(1, 301))
     last = hooks.epochs[-1][1]
@@ -73,7 +74,7 @@ def test_text_shorter_than_a_window_is_a_training_error() -> None:
 def test_digits_mlp_reports_metrics_each_epoch_and_checkpoints_at_interval() -> None:
     spec = _digits_spec(epochs=3, checkpoint_every=2)
     trainer = _trainer(spec)
-    hooks = Hooks()
+    hooks = RecordingCallbacks()
     assert trainer.run(hooks) == "succeeded"
     assert [e for e, _ in hooks.epochs] == [1, 2, 3]
     for _, metrics in hooks.epochs:
@@ -102,7 +103,7 @@ def test_digits_mlp_reports_metrics_each_epoch_and_checkpoints_at_interval() -> 
 
 
 def test_without_checkpoint_every_a_short_run_checkpoints_once_at_the_end() -> None:
-    hooks = Hooks()
+    hooks = RecordingCallbacks()
     _trainer(_digits_spec(epochs=3)).run(hooks)
     assert [e for e, _, _ in hooks.checkpoints] == [3]
 
@@ -110,14 +111,14 @@ def test_without_checkpoint_every_a_short_run_checkpoints_once_at_the_end() -> N
 def test_without_checkpoint_every_checkpoints_come_by_time(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("workers.trainer.CHECKPOINT_SECONDS", 0.0)
-    hooks = Hooks()
+    hooks = RecordingCallbacks()
     _trainer(_digits_spec(epochs=3)).run(hooks)
     assert [e for e, _, _ in hooks.checkpoints] == [1, 2, 3]
 
 
 def test_evaluation_matches_its_metrics() -> None:
     trainer = _trainer(_digits_spec(epochs=1))
-    hooks = Hooks()
+    hooks = RecordingCallbacks()
     trainer.run(hooks)
     val_loss, val_accuracy = trainer.evaluate(trainer.val_set)
     assert hooks.epochs[0][1]["val_loss"] == pytest.approx(val_loss)
@@ -129,23 +130,6 @@ def test_evaluation_matches_its_metrics() -> None:
     assert val_loss == pytest.approx(loss.item(), rel=1e-5)
 
 
-@pytest.mark.parametrize("pending", [1, 25, 1 << 22], ids=["each-batch", "some", "epoch"])
-def test_hits_count_alike_however_the_batches_are_grouped(
-        monkeypatch: pytest.MonkeyPatch, pending: int) -> None:
-    monkeypatch.setattr(trainer_module, "PENDING_LOGITS", pending)
-    generator = torch.Generator().manual_seed(0)
-    targets = torch.randint(0, 4, (50,), generator=generator)
-    order = torch.randperm(50, generator=generator)
-    logits = torch.randn(50, 4, generator=generator)
-    first = 6  # resumed mid-epoch: the examples before it are counted elsewhere
-    counter = HitCounter(targets, order, first)
-    for start in range(first, 50, 8):
-        counter.add(logits[start:start + 8], min(start + 8, 50))
-    expected = (logits[first:].argmax(-1) == targets[order[first:]]).sum().item()
-    assert 0 < expected < 44
-    assert counter.total() == expected
-
-
 # -- stopping ------------------------------------------------------------------------------------
 
 BATCHES_PER_EPOCH = math.ceil((1797 - 359) / 64)  # 23
@@ -153,7 +137,7 @@ BATCHES_PER_EPOCH = math.ceil((1797 - 359) / 64)  # 23
 
 def test_cancel_mid_run_returns_cancel_with_one_partial_checkpoint() -> None:
     trainer = _trainer(_digits_spec(epochs=20, checkpoint_every=10))
-    hooks = Hooks("cancel", stop_after=BATCHES_PER_EPOCH + 5)  # inside epoch 2
+    hooks = RecordingCallbacks("cancel", stop_after=BATCHES_PER_EPOCH + 5)  # inside epoch 2
     assert trainer.run(hooks) == "cancel"
     assert [e for e, _ in hooks.epochs] == [1]
     assert len(hooks.checkpoints) == 1
@@ -165,7 +149,7 @@ def test_cancel_mid_run_returns_cancel_with_one_partial_checkpoint() -> None:
 
 def test_cancel_in_the_first_epoch_still_keeps_the_weights() -> None:
     trainer = _trainer(_digits_spec(epochs=5))
-    hooks = Hooks("cancel", stop_after=3)
+    hooks = RecordingCallbacks("cancel", stop_after=3)
     assert trainer.run(hooks) == "cancel"
     assert hooks.epochs == []
     assert [(e, m["metrics"], m["partial"]) for e, _, m in hooks.checkpoints] == [(0, {}, True)]
@@ -173,7 +157,7 @@ def test_cancel_in_the_first_epoch_still_keeps_the_weights() -> None:
 
 def test_a_lost_lease_stops_without_writing_a_checkpoint() -> None:
     trainer = _trainer(_digits_spec(epochs=20, checkpoint_every=10))
-    hooks = Hooks("lease_lost", stop_after=BATCHES_PER_EPOCH + 5)
+    hooks = RecordingCallbacks("lease_lost", stop_after=BATCHES_PER_EPOCH + 5)
     assert trainer.run(hooks) == "lease_lost"
     assert hooks.checkpoints == []
 
@@ -182,11 +166,11 @@ def test_a_lost_lease_stops_without_writing_a_checkpoint() -> None:
 def test_a_mid_epoch_stop_checkpoints_a_position_that_resumes_exactly(reason: str) -> None:
     spec = _digits_spec(epochs=3, checkpoint_every=10, seed=5)
     whole = _trainer(spec)
-    whole_hooks = Hooks()
+    whole_hooks = RecordingCallbacks()
     assert whole.run(whole_hooks) == "succeeded"
 
     stopped = _trainer(spec)
-    stopped_hooks = Hooks(reason, stop_after=BATCHES_PER_EPOCH + 7)
+    stopped_hooks = RecordingCallbacks(reason, stop_after=BATCHES_PER_EPOCH + 7)
     assert stopped.run(stopped_hooks) == reason
     epoch, tensors, meta = stopped_hooks.checkpoints[-1]
     assert epoch == 1 and meta["position"]["batch_start"] == 7 * 64
@@ -195,7 +179,7 @@ def test_a_mid_epoch_stop_checkpoints_a_position_that_resumes_exactly(reason: st
     torch.manual_seed(999)
     resumed = _trainer(spec)
     resumed.restore(Resume(epoch=epoch, tensors=tensors, meta=meta))
-    resumed_hooks = Hooks()
+    resumed_hooks = RecordingCallbacks()
     assert resumed.run(resumed_hooks) == "succeeded"
     assert [e for e, _ in resumed_hooks.epochs] == [2, 3]
     for name, value in whole.model.state_dict().items():
@@ -218,11 +202,11 @@ def test_resumed_run_equals_uninterrupted_run(dropout: float, via_file: bool) ->
             "training": {"epochs": epochs, "batch_size": 64, "checkpoint_every": 2, "seed": 3}})
 
     whole = _trainer(spec(4))
-    whole_hooks = Hooks()
+    whole_hooks = RecordingCallbacks()
     assert whole.run(whole_hooks) == "succeeded"
 
     first = _trainer(spec(2))
-    first_hooks = Hooks()
+    first_hooks = RecordingCallbacks()
     assert first.run(first_hooks) == "succeeded"
     epoch, tensors, meta = first_hooks.checkpoints[-1]
     assert epoch == 2
@@ -232,7 +216,7 @@ def test_resumed_run_equals_uninterrupted_run(dropout: float, via_file: bool) ->
     torch.manual_seed(12345)  # whatever the process did in between
     resumed = _trainer(spec(4))
     resumed.restore(Resume(epoch=2, tensors=tensors, meta=meta))
-    resumed_hooks = Hooks()
+    resumed_hooks = RecordingCallbacks()
     assert resumed.run(resumed_hooks) == "succeeded"
 
     assert [e for e, _ in resumed_hooks.epochs] == [3, 4]
@@ -249,11 +233,11 @@ def test_resumed_run_equals_uninterrupted_run(dropout: float, via_file: bool) ->
 
 def test_weights_only_restore_keeps_a_fresh_optimizer_and_epoch() -> None:
     first = _trainer(_digits_spec(epochs=1))
-    hooks = Hooks()
+    hooks = RecordingCallbacks()
     first.run(hooks)
     _, tensors, meta = hooks.checkpoints[-1]
     other = _trainer(_digits_spec(epochs=1))
-    other.restore(Resume(epoch=1, tensors=tensors, meta=meta), weights_only=True)
+    other.load_weights(InitialWeights(tensors=tensors, meta=meta))
     assert other.epoch == 0
     assert other.optimizer.state_dict()["state"] == {}
     for name, value in first.model.state_dict().items():
@@ -266,7 +250,7 @@ def test_diverging_loss_raises_training_error() -> None:
     spec = JobSpec.model_validate({
         "dataset": "builtin:digits", "model": {"arch": "mlp", "hidden_sizes": [64]},
         "optimizer": {"name": "sgd", "lr": 100}, "training": {"epochs": 2, "l2": 10}})
-    hooks = Hooks()
+    hooks = RecordingCallbacks()
     with pytest.raises(TrainingError, match=r"nan|inf"):
         _trainer(spec).run(hooks)
     assert hooks.checkpoints == []  # diverged weights are never kept
@@ -281,7 +265,7 @@ def test_nan_loss_raises_training_error(monkeypatch: pytest.MonkeyPatch) -> None
         return logits, loss * float("nan")
 
     monkeypatch.setattr(trainer.model, "forward", poisoned)
-    hooks = Hooks()
+    hooks = RecordingCallbacks()
     with pytest.raises(TrainingError):
         trainer.run(hooks)
     assert hooks.epochs == [] and hooks.checkpoints == []

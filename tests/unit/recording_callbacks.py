@@ -1,11 +1,11 @@
-"""A Hooks for the trainer that records what it reports, as the worker's would encode it."""
+"""TrainerCallbacks that record what the trainer reports, as the worker's would encode it."""
 
 from typing import Any
 
 import torch
 
 
-class Hooks:
+class RecordingCallbacks:
     """Records what the trainer reports; stops with `reason` after `stop_after` checks."""
 
     def __init__(self, reason: str | None = None, stop_after: int | None = None) -> None:
@@ -25,5 +25,5 @@ class Hooks:
 
     def on_checkpoint(self, epoch: int, tensors: dict[str, torch.Tensor],
                       meta: dict[str, Any]) -> None:
-        # The tensors are live weights; keep a copy as a real hook would encode them.
+        # The tensors are live weights; keep a copy as the worker's callbacks encode them.
         self.checkpoints.append((epoch, {k: v.clone() for k, v in tensors.items()}, meta))
