@@ -16,7 +16,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from models.store import ID, under_root
+from models.store import ID, contained
 
 FORMAT = "trainserve-checkpoint/1"
 _META_KEY = "trainserve"
@@ -34,10 +34,7 @@ def relative_path(job_id: str, epoch: int) -> str:
 
 def checkpoint_path(root: Path, relative: str) -> Path:
     """The file under the store's root; anything that would leave the root is refused."""
-    path = under_root(root, relative)
-    if path is None:
-        raise CheckpointError("checkpoint path leaves the artifact store")
-    return path
+    return contained(root, relative, CheckpointError)
 
 
 def encode(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> bytes:

@@ -1,6 +1,7 @@
 """Paths in the artifact store: whatever a path names must lie under the store's root."""
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 # Every row id (core.db.tables.new_id): paths in the store are built from ids, never input.
@@ -12,3 +13,11 @@ def under_root(root: Path, relative: str) -> Path | None:
     root = root.resolve()
     path = (root / relative).resolve()
     return path if path.is_relative_to(root) else None
+
+
+def contained(root: Path, relative: str, refuse: Callable[[str], Exception]) -> Path:
+    """`under_root`, raising `refuse(reason)` for a path that would leave the root."""
+    path = under_root(root, relative)
+    if path is None:
+        raise refuse(f"{relative!r} leaves the artifact store")
+    return path

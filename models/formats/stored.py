@@ -13,7 +13,7 @@ from models.archive import FormatError
 from models.example_arrays import Images, Limits, Text
 from models.formats.npz import npz_images
 from models.formats.text import TextFile
-from models.store import ID, under_root
+from models.store import ID, contained
 
 
 def relative_path(dataset_id: str, kind: str) -> str:
@@ -25,10 +25,7 @@ def relative_path(dataset_id: str, kind: str) -> str:
 
 def dataset_path(root: Path, relative: str) -> Path:
     """The stored file under the store's root; anything that would leave it is refused."""
-    path = under_root(root, relative)
-    if path is None:
-        raise FormatError("dataset path leaves the artifact store")
-    return path
+    return contained(root, relative, FormatError)
 
 
 def encode(parsed: Images | Text | TextFile) -> bytes:

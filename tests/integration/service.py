@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
+import pytest
 import redis
 
 from bench.launcher import DEFAULT_TIMING, Service, free_port, launch, poll
@@ -39,6 +40,29 @@ def redis_reachable() -> bool:
         return False
 
 
+def require_postgres() -> None:
+    """Skip the test when PostgreSQL is unreachable, or fail it where CI requires it."""
+    if postgres_reachable():
+        return
+    if os.environ.get("TRAINSERVE_TEST_REQUIRE_SERVICES") == "1":
+        pytest.fail("PostgreSQL unreachable")
+    pytest.skip("PostgreSQL unreachable")
+
+
+def create_database(prefix: str = "trainserve_test") -> tuple[str, Callable[[], None]]:
+    """A fresh database on the shared PostgreSQL server: its SQLAlchemy URL, and the
+    function that drops it."""
+    name = f"{prefix}_{secrets.token_hex(4)}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+
+    def drop() -> None:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    base = PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
+    return f"{base}/{name}", drop
+
+
 def make_service(backend: str, root: Path, **settings: str) -> tuple[Service, Callable[[], None]]:
     """A migrated service with keys for alice, bob and an admin, its API and one worker.
     `backend` is sqlite, postgres (a fresh database on the shared server, Redis db 15) or
@@ -49,16 +73,8 @@ def make_service(backend: str, root: Path, **settings: str) -> tuple[Service, Ca
     env.update({f"TRAINSERVE_{key.upper()}": value for key, value in settings.items()})
     cleanups: list[Callable[[], None]] = []
     if backend == "postgres":
-        name = f"trainserve_test_{secrets.token_hex(4)}"
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-
-        def drop() -> None:
-            with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        env["TRAINSERVE_DATABASE_URL"], drop = create_database()
         cleanups.append(drop)
-        base = PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
-        env["TRAINSERVE_DATABASE_URL"] = f"{base}/{name}"
         redis.Redis.from_url(REDIS_URL).flushdb()
         env["TRAINSERVE_BROKER_URL"] = REDIS_URL
     try:
@@ -75,5 +91,5 @@ def make_service(backend: str, root: Path, **settings: str) -> tuple[Service, Ca
     return service, teardown
 
 
-__all__ = ["DEFAULT_TIMING", "FAST_SETTINGS", "Service", "free_port", "make_service", "poll",
-           "postgres_reachable", "redis_reachable"]
+__all__ = ["DEFAULT_TIMING", "FAST_SETTINGS", "Service", "create_database", "free_port",
+           "make_service", "poll", "postgres_reachable", "redis_reachable", "require_postgres"]

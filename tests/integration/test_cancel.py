@@ -5,24 +5,21 @@ These run on a service of their own at the default timing (a 5 s heartbeat), whe
 of a second or two never heartbeats before it ends: any cancel that the heartbeat alone
 was to deliver would come too late, every time."""
 
-import os
-import secrets
 import time
 from collections.abc import Iterator
 
-import psycopg
 import pytest
 
 from tests.integration.conftest import BACKENDS
 from tests.integration.private_servers import PrivateRedis
 from tests.integration.service import (
     DEFAULT_TIMING,
-    PG_ADMIN_URL,
     Service,
+    create_database,
     free_port,
     make_service,
     poll,
-    postgres_reachable,
+    require_postgres,
 )
 from tests.integration.specs import small_mlp
 
@@ -38,23 +35,13 @@ def default_timing(request: pytest.FixtureRequest,
     cleanups = []
     backend = request.param
     if backend == "postgres":
-        if not postgres_reachable():
-            if os.environ.get("TRAINSERVE_TEST_REQUIRE_SERVICES") == "1":
-                pytest.fail("PostgreSQL unreachable")
-            pytest.skip("PostgreSQL unreachable")
+        require_postgres()
         broker = PrivateRedis(free_port())
         broker.start()
         cleanups.append(broker.stop)
-        name = f"trainserve_test_{secrets.token_hex(4)}"
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-
-        def drop() -> None:
-            with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        database_url, drop = create_database()
         cleanups.append(drop)
-        base = PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
-        settings |= {"database_url": f"{base}/{name}", "broker_url": broker.url}
+        settings |= {"database_url": database_url, "broker_url": broker.url}
         backend = "custom"
     try:
         service, teardown = make_service(backend, tmp_path_factory.mktemp("default-timing"),
