@@ -21,12 +21,7 @@ def spec(**training: Any) -> JobSpec:
         "training": {"batch_size": 64, "checkpoint_every": 100, **training}})
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_stopper_waits_patience_epochs_without_improvement() -> None:
