@@ -16,7 +16,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from models.store import ID, contained
+from models.store import ID, contained, read_verified
 
 FORMAT = "trainserve-checkpoint/1"
 _META_KEY = "trainserve"
@@ -85,13 +85,7 @@ def save(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> 
 
 
 def load(path: Path, sha256: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise CheckpointError(f"checkpoint file unreadable: {exc.strerror}") from exc
-    if hashlib.sha256(data).hexdigest() != sha256:
-        raise CheckpointError("checkpoint hash does not match the recorded sha256")
-    return decode(data)
+    return decode(read_verified(path, sha256, CheckpointError, "the checkpoint"))
 
 
 def pack_optimizer(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

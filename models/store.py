@@ -1,5 +1,6 @@
 """Paths in the artifact store: whatever a path names must lie under the store's root."""
 
+import hashlib
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -21,3 +22,16 @@ def contained(root: Path, relative: str, refuse: Callable[[str], Exception]) -> 
     if path is None:
         raise refuse(f"{relative!r} leaves the artifact store")
     return path
+
+
+def read_verified(path: Path, sha256: str, refuse: Callable[[str], Exception],
+                  what: str) -> bytes:
+    """The file's bytes, only if they hash to the sha256 recorded when it was written
+    (DESIGN.md, invariant 7); else `refuse(reason)`, naming `what` it was."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise refuse(f"{what} is unreadable: {exc.strerror}") from None
+    if hashlib.sha256(data).hexdigest() != sha256:
+        raise refuse(f"{what} does not match its recorded sha256")
+    return data

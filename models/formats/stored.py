@@ -13,7 +13,7 @@ from models.archive import FormatError
 from models.example_arrays import Images, Limits, Text
 from models.formats.npz import npz_images
 from models.formats.text import TextFile
-from models.store import ID, contained
+from models.store import ID, contained, read_verified
 
 
 def relative_path(dataset_id: str, kind: str) -> str:
@@ -100,12 +100,7 @@ def discard(parsed: Images | Text | TextFile) -> None:
 def read_stored(path: Path, *, kind: str, sha256: str, classes: list[str] | None,
                 limits: Limits | None = None) -> Images | Text:
     """A stored dataset, hash-checked and validated again, as the API first stored it."""
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise FormatError(f"the stored dataset is unreadable: {exc.strerror}") from None
-    if hashlib.sha256(data).hexdigest() != sha256:
-        raise FormatError("the stored dataset does not match its recorded sha256")
+    data = read_verified(path, sha256, FormatError, "the stored dataset")
     # Checked when it was uploaded, under the limits of that day: only the bytes bound it now.
     limits = limits or Limits(max_examples=2**62, max_vocab=2**62, max_classes=2**62,
                               max_decompressed_bytes=len(data))
