@@ -12,13 +12,13 @@ reads a second.
 """
 
 import logging
-import threading
 from typing import Protocol
 
 from sqlalchemy import select
 
 from core.db.tables import Job
 from core.lifecycle import StopReason
+from workers.periodic import Periodic
 from workers.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -30,36 +30,27 @@ class Stoppable(Protocol):
     def request_stop(self, reason: StopReason) -> None: ...
 
 
-class CancelWatch:
+class CancelWatch(Periodic):
     """Polls off the training thread until the run stops for any reason; a database error
     is skipped (the heartbeat reports outages) and the next interval reads again."""
 
     def __init__(self, rt: Runtime, job_id: str, target: Stoppable) -> None:
+        super().__init__(f"cancel-{job_id}", rt.settings.cancel_poll_seconds)
         self._rt, self._job_id, self._target = rt, job_id, target
-        self._halt = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name=f"cancel-{job_id}",
-                                        daemon=True)
-
-    def __enter__(self) -> "CancelWatch":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._halt.set()
-        self._thread.join(timeout=10)
 
     def requested(self) -> bool:
         with self._rt.sessions() as session:
             return bool(session.execute(select(Job.cancel_requested)
                                         .where(Job.id == self._job_id)).scalar())
 
-    def _loop(self) -> None:
-        while self._target.reason is None and not self._halt.wait(
-                self._rt.settings.cancel_poll_seconds):
-            try:
-                cancel = self.requested()
-            except Exception as exc:
-                log.debug("cancel check for %s failed: %s", self._job_id, type(exc).__name__)
-                continue
-            if cancel:
-                self._target.request_stop(StopReason.CANCEL)
+    def done(self) -> bool:
+        return self._target.reason is not None
+
+    def tick(self) -> None:
+        try:
+            cancel = self.requested()
+        except Exception as exc:
+            log.debug("cancel check for %s failed: %s", self._job_id, type(exc).__name__)
+            return
+        if cancel:
+            self._target.request_stop(StopReason.CANCEL)

@@ -1,7 +1,6 @@
 """Leases on job rows: one conditional UPDATE takes a job, a heartbeat thread keeps it."""
 
 import logging
-import threading
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -11,6 +10,7 @@ from sqlalchemy import select
 from core import lifecycle
 from core.db.engine import session_scope
 from core.db.tables import Job
+from workers.periodic import Periodic
 from workers.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -55,24 +55,17 @@ def renew(rt: Runtime, job_id: str) -> tuple[bool, bool]:
         return True, bool(cancel)
 
 
-class Heartbeat:
+class Heartbeat(Periodic):
     """Renews the lease off the training thread and turns what it learns into a stop flag
     that the loop reads between batches for free."""
 
     def __init__(self, rt: Runtime, job_id: str) -> None:
+        super().__init__(f"heartbeat-{job_id}", rt.settings.heartbeat_seconds)
         self._rt, self._job_id = rt, job_id
-        self._halt = threading.Event()
         self.reason: str | None = None
-        self._thread = threading.Thread(target=self._loop, name=f"heartbeat-{job_id}",
-                                        daemon=True)
 
-    def __enter__(self) -> "Heartbeat":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._halt.set()
-        self._thread.join(timeout=10)
+    def tick(self) -> None:
+        self.beat()
 
     def beat(self) -> None:
         try:
@@ -89,7 +82,3 @@ class Heartbeat:
         """Stop the run at its next batch for `reason` (CancelWatch's way in), unless a
         reason is set already."""
         self.reason = self.reason or reason
-
-    def _loop(self) -> None:
-        while not self._halt.wait(self._rt.settings.heartbeat_seconds):
-            self.beat()
