@@ -10,9 +10,10 @@ from models.data import ImageData, TextData, windows
 from workers.faults import TrainingError
 
 # Training logits wait for their argmax until this many values are pending. A small
-# classifier's step is ~1 ms and an argmax per batch cost it ~1%, so its logits are counted
-# once an epoch; a character model's 64x64xvocab logits are past the limit alone and are
-# counted at once, as holding several (and concatenating them) costs more than it saves.
+# classifier's step is short enough that an argmax per batch shows in its time, so its
+# logits are counted once an epoch; a character model's 64x64xvocab logits are past the
+# limit alone and are counted at once, as holding several (and concatenating them) costs
+# more than it saves.
 PENDING_LOGITS = 1 << 16
 
 

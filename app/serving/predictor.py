@@ -37,11 +37,11 @@ class CharPredictor(nn.Module):
     """Texts in (right-padded ids and their lengths), for each: the distribution after its
     last character, its top k, and the likeliest next character at every position.
 
-    A batch of LSTM texts runs through oneDNN's LSTM layer, padded: on these machines'
-    CPUs (AMD, where MKL's GEMMs reach a quarter of oneDNN's) it costs 40-60% of the native
-    layer's time. Padding at the end never reaches a text's own outputs, which are causal,
-    so only positions a text does not have are wasted. The API turns oneDNN off globally
-    (runtime.configure_torch: a lone text and every step of `generate` would pay its fixed
+    A batch of LSTM texts runs through oneDNN's LSTM layer, padded, where it is faster than
+    the native layer (bench/predict_load.py; it depends on the CPU's GEMMs). Padding at the
+    end never reaches a text's own outputs, which are causal, so only positions a text does
+    not have are wasted. The API turns oneDNN off globally
+    (state.configure_torch: a lone text and every step of `generate` would pay its fixed
     cost), so the layer is called by name rather than through nn.LSTM.
     Other batches are packed, so that the recurrence of a short text stops at its end and a
     batch costs the sum of the lengths. Shares its weights with the model."""
