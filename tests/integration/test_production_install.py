@@ -9,20 +9,17 @@ this venv's, only the installed `trainserve` command, from a folder without the 
 
 import contextlib
 import os
-import secrets
 import signal
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
-import psycopg
 import pytest
-import redis
 
+from tests.integration.private_servers import PrivateRedis
 from tests.integration.service import (
-    PG_ADMIN_URL,
-    REDIS_URL,
+    create_database,
     free_port,
     poll,
     postgres_reachable,
@@ -52,19 +49,20 @@ def prod_venv() -> Path:
 
 @pytest.fixture
 def prod_env(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """A fresh database on the machine's PostgreSQL and a Redis server of the test's own
+    (Debian's redis-server): the suite's session services consume the `cpu` queue of the
+    shared Redis, and would take this test's messages for jobs of theirs."""
     missing = [name for name, ok in (("PostgreSQL", postgres_reachable()),
                                      ("Redis", redis_reachable())) if not ok]
     if missing:
         _required(f"{' and '.join(missing)} unreachable")
-    name = f"trainserve_prod_{secrets.token_hex(4)}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    redis.Redis.from_url(REDIS_URL).flushdb()
-    base = PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
+    broker = PrivateRedis(free_port())
+    broker.start()
+    database_url, drop = create_database("trainserve_prod")
     # Nothing of the test run's Python leaks in: no PYTHONPATH, no other TRAINSERVE_*.
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("TRAINSERVE_", "PYTHON", "VIRTUAL_ENV"))}
-    env.update({"TRAINSERVE_DATABASE_URL": f"{base}/{name}", "TRAINSERVE_BROKER_URL": REDIS_URL,
+    env.update({"TRAINSERVE_DATABASE_URL": database_url, "TRAINSERVE_BROKER_URL": broker.url,
                 "TRAINSERVE_DATA_DIR": str(tmp_path / "data"),
                 "TRAINSERVE_PORT": str(free_port()), "PYTHONUNBUFFERED": "1",
                 # One torch thread: the tiny LSTM gains nothing from more, and on a busy
@@ -73,8 +71,8 @@ def prod_env(tmp_path: Path) -> Iterator[dict[str, str]]:
     try:
         yield env
     finally:
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        drop()
+        broker.stop()
 
 
 def test_the_dockerfile_install_trains_and_serves_on_postgres_and_redis(
