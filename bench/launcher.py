@@ -20,6 +20,7 @@ import sqlalchemy
 import sqlalchemy.pool
 
 from core.config import Settings
+from core.lifecycle import TERMINAL
 
 # The defaults a deployment runs with, as settings to pass back explicitly (for runs that
 # must measure what a deployment gets whatever the caller's environment says).
@@ -124,8 +125,8 @@ class Service:
         path = self.root / f"{name}.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
-    def wait_job(self, client: httpx.Client, job_id: str, statuses: tuple[str, ...] = (
-            "succeeded", "failed", "cancelled"), timeout: float = 120,
+    def wait_job(self, client: httpx.Client, job_id: str,
+                 statuses: tuple[str, ...] = tuple(TERMINAL), timeout: float = 120,
                  interval: float = 0.1) -> dict[str, Any]:
         def done() -> dict[str, Any] | None:
             job = client.get(f"/v1/jobs/{job_id}").json()
