@@ -4,6 +4,7 @@ Configured by TRAINSERVE_URL (default http://127.0.0.1:8000) and TRAINSERVE_API_
 talks to the API only, never to the database, so it works from any machine.
 """
 
+import hashlib
 import json
 import os
 import sys
@@ -82,6 +83,32 @@ class ApiClient:
                 detail = response.text
             raise ClientError(f"{response.status_code}: {_describe(detail)}")
         return response.json() if response.content else None
+
+    def download(self, path: str, dest: Path, **params: Any) -> str:
+        """Stream a file to `dest`, checking it against the sha256 the API sends with it
+        (`X-Content-SHA256`); returns that sha256. A mismatch leaves no file."""
+        digest = hashlib.sha256()
+        try:
+            with self.http.stream("GET", path, params=params,
+                                  timeout=httpx.Timeout(30.0, read=300.0)) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise ClientError(f"{response.status_code}: "
+                                      f"{_describe(response.json().get('detail'))}")
+                expected = response.headers.get("x-content-sha256", "")
+                partial = dest.with_name(f".{dest.name}.part")
+                with open(partial, "wb") as out:
+                    for chunk in response.iter_bytes():
+                        digest.update(chunk)
+                        out.write(chunk)
+        except httpx.HTTPError as exc:
+            raise ClientError(f"cannot reach {self.http.base_url}: {exc}") from exc
+        if digest.hexdigest() != expected:
+            partial.unlink(missing_ok=True)
+            raise ClientError(f"the download's sha256 {digest.hexdigest()} is not the "
+                              f"{expected or 'missing'} the API sent")
+        partial.replace(dest)
+        return expected
 
     def events(self, job_id: str) -> Iterator[Event]:
         """The job's events to the end, reconnecting with Last-Event-ID if the stream
@@ -239,3 +266,34 @@ def predict_body(text: str, top_k: int) -> dict[str, Any]:
 
 def dumps(value: Any) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False)
+
+
+def alias_body(versions: list[str]) -> dict[str, Any]:
+    """`["3"]` -> {"version": 3}; `["3=0.9", "4=0.1"]` -> {"versions": {"3": 0.9, "4": 0.1}}."""
+    if len(versions) == 1 and "=" not in versions[0]:
+        try:
+            return {"version": int(versions[0])}
+        except ValueError:
+            raise ClientError(f"{versions[0]!r} is not a version number") from None
+    split: dict[str, float] = {}
+    for item in versions:
+        version, _, weight = item.partition("=")
+        try:
+            split[str(int(version))] = float(weight)
+        except ValueError:
+            raise ClientError(f"{item!r}: give VERSION=WEIGHT, e.g. 3=0.9") from None
+    return {"versions": split}
+
+
+def registry_table(items: list[dict[str, Any]]) -> str:
+    rows = [("NAME", "TASK", "LATEST", "ALIASES")]
+    for item in items:
+        aliases = ", ".join(
+            f"{a['alias']}->" + "/".join(f"{v}" + (f"({w:g})" if w != 1 else "")
+                                          for v, w in a["versions"].items())
+            for a in item["aliases"])
+        rows.append((item["name"], item.get("task") or "-",
+                     str(item["latest_version"] or "-"), aliases or "-"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+                     for row in rows)

@@ -121,7 +121,8 @@ def metrics(request: Request) -> Response:
     # A registry per scrape, without auto_describe, so each collector is read once.
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_ServiceCollector(request))  # type: ignore[arg-type]
-    http = getattr(request.app.state, "http_metrics", None)
-    if http is not None:
-        registry.register(http)
+    for name in ("http_metrics", "version_metrics"):
+        collector = getattr(request.app.state, name, None)
+        if collector is not None:
+            registry.register(collector)
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -17,7 +17,11 @@ from app.health import router as health_router
 from app.jobs.router import router as jobs_router
 from app.keys.service import TTLCache
 from app.ratelimit import RateLimit
+from app.registry.metrics import VersionMetrics
+from app.registry.resolve import Resolver
+from app.registry.router import router as registry_router
 from app.serving import state as serving_state
+from app.serving.exports import Exporter
 from app.serving.router import router as models_router
 from app.serving.v2_router import router as v2_router
 from app.singleflight import SingleFlight
@@ -48,6 +52,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # The inference thread, the model cache (warmed) and bounded torch threads.
         app.state.serving = serving_state.start(settings, app.state.sessions)
         app.state.model_cache = app.state.serving.cache
+        # Model references (name@alias, name:version) -> the model that answers.
+        app.state.resolver = Resolver(app.state.sessions, settings.alias_cache_seconds)
+        app.state.exporter = Exporter(settings, app.state.sessions)
         swept = await run_in_threadpool(sweep_incoming, settings)
         if swept:
             log.info("removed %d abandoned upload parts", swept)
@@ -67,7 +74,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RateLimit, rate=settings.rate_limit_per_second,
                        burst=settings.rate_limit_burst)
     observability.install(app, settings.log_level)  # JSON logs, request ids, metrics
+    app.state.version_metrics = VersionMetrics()
     for router in (health_router, models_router, v2_router, jobs_router, events_router,
-                   datasets_router, dashboard_router):
+                   datasets_router, registry_router, dashboard_router):
         app.include_router(router)
     return app

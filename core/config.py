@@ -78,6 +78,12 @@ class Settings(BaseSettings):
     # How long an API key's owner and a (model, owner) lookup are reused without asking the
     # database: a revoked key stops working within this many seconds.
     lookup_cache_seconds: float = Field(2.0, ge=0, le=2)
+    # How long an API process reuses what a registry reference (`name@alias`,
+    # `name:version`) resolves to: a moved alias is followed by every process within this.
+    alias_cache_seconds: float = Field(1.0, ge=0, le=2)
+    # Model exports (ONNX, TorchScript, safetensors) this host keeps under data_dir/exports,
+    # a cache: each is made once per model and format, the least recently used dropped.
+    export_cache_files: int = Field(64, ge=1, le=100_000)
     # Uploaded datasets; max_upload_bytes above bounds the upload itself (413).
     max_dataset_examples: int = Field(
         Limits.max_examples, ge=1, description="examples in one dataset (characters for text)")

@@ -14,7 +14,9 @@ from core import lifecycle
 from core.db.engine import session_scope
 from core.db.tables import Checkpoint, EpochMetric, Job, TrainedModel
 from models import checkpoint as ckpt
+from models.data import ImageData, TextData
 from models.spec import higher_is_better
+from workers import lineage
 from workers.faults import TrainingError
 from workers.runtime import Runtime
 from workers.train_state import InitialWeights, Resume
@@ -45,10 +47,19 @@ def record_epochs(rt: Runtime, job_id: str, rows: list[tuple[int, dict[str, floa
         session.add_all(EpochMetric(job_id=job_id, epoch=e, values=m) for e, m in rows)
 
 
+def describe_origin(rt: Runtime, job_id: str, data: ImageData | TextData) -> dict[str, Any]:
+    """The lineage its model will carry (workers/lineage.py), read once at the run's start."""
+    with rt.sessions() as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        return lineage.origin(session, job, data)
+
+
 def record_checkpoint(rt: Runtime, job_id: str, epoch: int, data: bytes,
-                      meta: dict[str, Any]) -> None:
+                      meta: dict[str, Any], origin: dict[str, Any] | None = None) -> None:
     """Write the encoded checkpoint whole, then its row; a crash between leaves only an
-    orphan file, never a row without its file."""
+    orphan file, never a row without its file. `origin` is the lineage of the model row
+    the first checkpoint makes."""
     relative = ckpt.relative_path(job_id, epoch)
     path = ckpt.checkpoint_path(rt.settings.artifact_dir, relative)
     sha256, size = ckpt.write(path, data)
@@ -59,11 +70,12 @@ def record_checkpoint(rt: Runtime, job_id: str, epoch: int, data: bytes,
                          partial=meta["partial"])
         session.add(row)
         session.flush()
-        _follow(session, job_id, row, meta)
+        _follow(session, job_id, row, meta, origin or {})
     _prune(rt, job_id)
 
 
-def _follow(session: Session, job_id: str, row: Checkpoint, meta: dict[str, Any]) -> None:
+def _follow(session: Session, job_id: str, row: Checkpoint, meta: dict[str, Any],
+            origin: dict[str, Any]) -> None:
     """The job's model record points at its newest checkpoint (made at the first one)."""
     model = session.execute(select(TrainedModel).where(TrainedModel.job_id == job_id)
                             ).scalar_one_or_none()
@@ -74,9 +86,11 @@ def _follow(session: Session, job_id: str, row: Checkpoint, meta: dict[str, Any]
         lifecycle.start_model(session, TrainedModel(
             owner_id=job.owner_id, job_id=job_id, checkpoint_id=row.id, name=job.name,
             arch=meta["arch"], task=meta["task"], info={"dataset": job.dataset_ref, **meta["data"]},
-            metrics=metrics))
+            metrics=metrics, lineage=origin))
     else:
         model.checkpoint_id, model.metrics = row.id, metrics
+        if origin and not model.lineage:
+            model.lineage = origin
 
 
 def _best(rows: list[Checkpoint], training: dict[str, Any]) -> Checkpoint | None:
@@ -180,7 +194,23 @@ def succeed(rt: Runtime, job_id: str, *, model_epoch: int,
                 model_metrics={"epoch": chosen.epoch, **chosen.metrics, **test_metrics}):
             _hold(session, rt, job_id)  # LeaseLost if the job is no longer ours
             return False
+        _complete_lineage(session, job, latest)
     return True
+
+
+def _complete_lineage(session: Session, job: Job, final: dict[str, Any]) -> None:
+    """The model's lineage gets the run's final metrics and its best epoch's (early
+    stopping's best, else the lowest val_loss; the final ones when nothing is scored)."""
+    model = session.execute(select(TrainedModel).where(TrainedModel.job_id == job.id)
+                            ).scalar_one_or_none()
+    if model is None:
+        return
+    rows = list(session.execute(select(Checkpoint).where(Checkpoint.job_id == job.id)
+                                .order_by(Checkpoint.epoch.desc())).scalars())
+    best = _best(rows, job.spec["training"])
+    model.lineage = {**(model.lineage or {}), "metrics": {
+        "final": final,
+        "best": {"epoch": best.epoch, **best.metrics} if best is not None else final}}
 
 
 def model_weights(rt: Runtime, source_job_id: str) -> InitialWeights:

@@ -37,6 +37,8 @@ class JobCallbacks:
                  writer: BackgroundWriter, deadline: float | None) -> None:
         self._rt, self._job_id = rt, job_id
         self._heartbeat, self._writer, self._deadline = heartbeat, writer, deadline
+        # The lineage of the model the first checkpoint makes (set once the data is loaded).
+        self.origin: dict[str, Any] = {}
         self._pending: list[tuple[int, dict[str, float]]] = []
         self._flushed = time.monotonic()
 
@@ -69,7 +71,7 @@ class JobCallbacks:
         data = ckpt.encode(tensors, meta)
         self.flush_metrics()  # a checkpoint's epochs are all recorded before it is
         self._writer.submit(recorder.record_checkpoint, self._rt, self._job_id, epoch, data,
-                            meta)
+                            meta, self.origin)
 
 
 def database_unavailable(exc: BaseException) -> bool:
@@ -149,6 +151,7 @@ def run_job(rt: Runtime, job_id: str) -> str:
         try:
             device = device_for(spec, claimed.queue)
             data = load_data(spec)
+            callbacks.origin = recorder.describe_origin(rt, job_id, data)
             with own_fault(writer):
                 trainer = Trainer(spec, data, device)
             resume = recorder.prepare_resume(rt, job_id, str(device))

@@ -1,9 +1,11 @@
-"""`trainserve jobs` and `trainserve models`: an HTTP client of a running API (app/client.py),
-at TRAINSERVE_URL with TRAINSERVE_API_KEY. Nothing here reads the database."""
+"""`trainserve jobs`, `trainserve models` and `trainserve registry`: an HTTP client of a
+running API (app/client.py), at TRAINSERVE_URL with TRAINSERVE_API_KEY. Nothing here reads
+the database."""
 
 import argparse
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from app import client as api
 from core.lifecycle import JobStatus
@@ -75,6 +77,87 @@ def cmd_models_generate(client: api.ApiClient, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models_export(client: api.ApiClient, args: argparse.Namespace) -> int:
+    suffix = {"onnx": "onnx", "torchscript": "pt", "safetensors": "zip"}[args.format]
+    dest = Path(args.output or f"{args.id.replace(':', '-').replace('@', '-')}.{suffix}")
+    sha256 = client.download(f"/v1/models/{args.id}/export", dest, format=args.format)
+    print(f"{dest} sha256 {sha256}")
+    return 0
+
+
+def cmd_registry_create(client: api.ApiClient, args: argparse.Namespace) -> int:
+    row = client.request("POST", "/v1/registry",
+                         json={"name": args.name, "description": args.description})
+    print(row["name"])
+    return 0
+
+
+def cmd_registry_list(client: api.ApiClient, args: argparse.Namespace) -> int:
+    page = client.request("GET", "/v1/registry", params={"limit": args.limit})
+    print(api.dumps(page) if args.json else api.registry_table(page["items"]))
+    return 0
+
+
+def cmd_registry_get(client: api.ApiClient, args: argparse.Namespace) -> int:
+    print(api.dumps(client.request("GET", f"/v1/registry/{args.name}")))
+    return 0
+
+
+def cmd_registry_add(client: api.ApiClient, args: argparse.Namespace) -> int:
+    row = client.request("POST", f"/v1/registry/{args.name}/versions", json={
+        "model_id": args.model_id, "allow_contract_change": args.allow_contract_change})
+    print(f"{row['name']}:{row['version']} {row['model_id']}")
+    return 0
+
+
+def cmd_registry_alias(client: api.ApiClient, args: argparse.Namespace) -> int:
+    body = api.alias_body(args.versions)
+    row = client.request("PUT", f"/v1/registry/{args.name}/aliases/{args.alias}", json=body)
+    split = " ".join(f"{v}={w:g}" for v, w in row["versions"].items())
+    print(f"{args.name}@{row['alias']} -> {split}")
+    return 0
+
+
+def cmd_registry_unalias(client: api.ApiClient, args: argparse.Namespace) -> int:
+    client.request("DELETE", f"/v1/registry/{args.name}/aliases/{args.alias}")
+    return 0
+
+
+def add_registry_parsers(commands: "argparse._SubParsersAction[argparse.ArgumentParser]",
+                         where: str) -> None:
+    registry = commands.add_parser("registry", help="names, versions and aliases of models"
+                                   + where)
+    sub = registry.add_subparsers(dest="registry_command", required=True)
+    create = sub.add_parser("create", help="register a name")
+    create.add_argument("name")
+    create.add_argument("--description", default="")
+    create.set_defaults(func=_client_command(cmd_registry_create))
+    list_ = sub.add_parser("list", help="registered names with their aliases")
+    list_.add_argument("--limit", type=int, default=50)
+    list_.add_argument("--json", action="store_true", help="the API's JSON, not a table")
+    list_.set_defaults(func=_client_command(cmd_registry_list))
+    get = sub.add_parser("get", help="a name's versions (metrics, lineage) and aliases, JSON")
+    get.add_argument("name")
+    get.set_defaults(func=_client_command(cmd_registry_get))
+    add = sub.add_parser("add-version", help="register a ready model as the next version; "
+                         "prints NAME:VERSION MODEL_ID")
+    add.add_argument("name")
+    add.add_argument("model_id")
+    add.add_argument("--allow-contract-change", action="store_true",
+                     help="accept another vocabulary or input shape than the registered one")
+    add.set_defaults(func=_client_command(cmd_registry_add))
+    alias = sub.add_parser("alias", help="point NAME@ALIAS at a version, or split it: "
+                           "`alias shakespeare production 3` or `... 3=0.9 4=0.1`")
+    alias.add_argument("name")
+    alias.add_argument("alias")
+    alias.add_argument("versions", nargs="+", help="VERSION, or VERSION=WEIGHT ... summing to 1")
+    alias.set_defaults(func=_client_command(cmd_registry_alias))
+    unalias = sub.add_parser("unalias", help="remove an alias")
+    unalias.add_argument("name")
+    unalias.add_argument("alias")
+    unalias.set_defaults(func=_client_command(cmd_registry_unalias))
+
+
 def add_parsers(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     where = " (a client of the API at TRAINSERVE_URL, with TRAINSERVE_API_KEY)"
     jobs = commands.add_parser("jobs", help="submit, list, watch and cancel jobs" + where)
@@ -101,15 +184,24 @@ def add_parsers(commands: "argparse._SubParsersAction[argparse.ArgumentParser]")
     model_commands = models.add_subparsers(dest="models_command", required=True)
     predict = model_commands.add_parser(
         "predict", help="next characters after TEXT, or classes for a JSON list of inputs")
-    predict.add_argument("id", help="the model's id")
+    predict.add_argument("id", help="the model's id, NAME@ALIAS or NAME:VERSION")
     predict.add_argument("text", help="text, or a JSON list: one example or a list of them")
     predict.add_argument("--top-k", type=int, default=3)
     predict.set_defaults(func=_client_command(cmd_models_predict))
     generate = model_commands.add_parser("generate", help="sample text from a character model")
-    generate.add_argument("id", help="the model's id")
+    generate.add_argument("id", help="the model's id, NAME@ALIAS or NAME:VERSION")
     generate.add_argument("--prompt", help="default: the first character of its vocabulary")
     generate.add_argument("--max-chars", type=int, default=200)
     generate.add_argument("--temperature", type=float, default=1.0)
     generate.add_argument("--top-k", type=int, default=None)
     generate.add_argument("--seed", type=int, default=None, help="the same seed, the same text")
     generate.set_defaults(func=_client_command(cmd_models_generate))
+    export = model_commands.add_parser(
+        "export", help="download a model as ONNX, TorchScript or safetensors (checked against "
+        "its sha256); prints the file and its sha256")
+    export.add_argument("id", help="the model's id, NAME@ALIAS or NAME:VERSION")
+    export.add_argument("--format", choices=["onnx", "torchscript", "safetensors"],
+                        default="onnx")
+    export.add_argument("-o", "--output", help="the file to write (default: named after ID)")
+    export.set_defaults(func=_client_command(cmd_models_export))
+    add_registry_parsers(commands, where)

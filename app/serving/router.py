@@ -8,18 +8,22 @@ The OpenAPI document still shows its body, its answers and the Bearer key.
 
 from collections.abc import Callable
 from functools import partial
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import fastapi
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse
 from pydantic import BaseModel, ValidationError
 from starlette.requests import ClientDisconnect
 
 from app.bodies import PARSE_INLINE_BYTES
 from app.deps import PAGE_LIMIT_DEFAULT, OwnerDep, PageCursor, PageLimit, SessionDep, authenticate
 from app.errors import ClientGone
+from app.registry import service as registry_service
+from app.registry.metrics import VersionMetrics
+from app.registry.resolve import target_of
 from app.serving import service
 from app.serving.direct_route import DirectRoute
 from app.serving.schemas import (
@@ -43,10 +47,17 @@ _NOT_READY = {401: {"description": "no valid API key"},
               422: {"description": "bad input, e.g. a character outside the vocabulary"}}
 Body = TypeVar("Body", bound=BaseModel)
 T = TypeVar("T")
+# Wherever a model id goes in a URL, a registry reference works too (app/registry/resolve.py).
+ModelRef = Annotated[str, fastapi.Path(
+    description="a model id, `name@alias` or `name:version` of the model registry")]
 
 
 class JSONBytes(Response):
     media_type = "application/json"
+
+
+def version_metrics(request: Request) -> VersionMetrics:
+    return request.app.state.version_metrics
 
 
 def serving_of(request: Request) -> Serving:
@@ -86,19 +97,41 @@ def list_(session: SessionDep, owner: OwnerDep, limit: PageLimit = PAGE_LIMIT_DE
                      next_cursor=next_cursor)
 
 
-@router.get("/{model_id}", summary="Get a model", responses={404: {"description": "no such model"}})
-def get(model_id: str, session: SessionDep, owner: OwnerDep) -> ModelOut:
-    row = service.get_model(session=session, owner=owner, model_id=model_id)
-    return ModelOut.model_validate(row, from_attributes=True)
+@router.get("/{model_id}", summary="Get a model, with its lineage",
+            responses={404: {"description": "no such model"}})
+async def get(model_id: ModelRef, request: Request, owner: OwnerDep) -> ModelOut:
+    target = await target_of(request, owner, model_id)
+
+    def read() -> ModelOut:
+        with request.app.state.sessions() as session:
+            row = service.get_model(session=session, owner=owner, model_id=target.model_id)
+            return ModelOut.model_validate(row, from_attributes=True)
+    return await run_in_threadpool(read)
 
 
-async def predict(model_id: str, request: Request) -> Response:
+@router.delete("/{model_id}", status_code=204, summary="Delete a model (its job's checkpoints "
+               "stay)", responses={404: {"description": "no such model"},
+                                   409: {"description": "its job still runs, or a registered "
+                                         "version refers to it"}})
+def delete(model_id: str, session: SessionDep, owner: OwnerDep) -> Response:
+    service.delete_model(session=session, owner=owner, model_id=model_id,
+                         refuses=registry_service.refuses_delete)
+    return Response(status_code=204)
+
+
+async def predict(model_id: ModelRef, request: Request) -> Response:
     """Character models take `text` (and `top_k`); classifiers take `inputs`. Concurrent
-    requests to one model are answered from one batched forward pass."""
+    requests to one model are answered from one batched forward pass. The answer names the
+    `model_id` (and registered `version`) that gave it; so do `X-Model-Id` and
+    `X-Model-Version`."""
     owner = await authenticate(request)
+    target = await target_of(request, owner, model_id)
     body = await parse_large(partial(parse_body, PredictIn), await read_body(request))
-    return JSONBytes(await service.predict(serving_of(request), owner=owner, model_id=model_id,
-                                           body=body))
+    with version_metrics(request).track(target, "predict"):
+        answer = await service.predict(serving_of(request), owner=owner,
+                                       model_id=target.model_id, body=body,
+                                       version=target.version)
+    return JSONBytes(answer, headers=target.headers())
 
 
 router.add_api_route("/{model_id}/predict", predict, methods=["POST"],
@@ -109,10 +142,44 @@ router.add_api_route("/{model_id}/predict", predict, methods=["POST"],
 
 @router.post("/{model_id}/generate", summary="Generate text from a character model",
              responses=_NOT_READY, response_model=GenerateOut)
-async def generate(model_id: str,
+async def generate(model_id: ModelRef,
                    body: Annotated[GenerateIn, fastapi.Body(openapi_examples=GENERATE_EXAMPLES)],
                    request: Request,
                    owner: OwnerDep) -> Response:
-    return JSONBytes(await service.generate(serving_of(request), owner=owner,
-                                            model_id=model_id, body=body,
-                                            gone=request.is_disconnected))
+    target = await target_of(request, owner, model_id)
+    with version_metrics(request).track(target, "generate"):
+        answer = await service.generate(serving_of(request), owner=owner,
+                                        model_id=target.model_id, body=body,
+                                        gone=request.is_disconnected, version=target.version)
+    return JSONBytes(answer, headers=target.headers())
+
+
+ExportFormat = Literal["onnx", "torchscript", "safetensors"]
+EXPORT_DESCRIPTION = """A file that runs without trainserve, its sha256 in `X-Content-SHA256`
+(and `Digest`):
+
+- `onnx` (opset in `X-Onnx-Opset`): classifiers take `input` float32 (batch, values of one
+  flattened example) and give `probs` (batch, classes); character models take `ids` int64
+  (batch, sequence), vocabulary indices, and give `probs` (batch, sequence, vocabulary): the
+  next character's distribution after each position. Batch and sequence length are dynamic.
+- `torchscript`: the same computation for `torch.jit.load`.
+- `safetensors`: a zip of `model.safetensors` (the module's weights) and `config.json`
+  (architecture, config, vocabulary or classes and shape).
+
+Made once per model and format (in a worker thread), then served from this host's cache."""
+
+
+@router.get("/{model_id}/export", summary="Export a model: ONNX, TorchScript or safetensors",
+            description=EXPORT_DESCRIPTION, response_class=FileResponse,
+            responses={200: {"content": {"application/onnx": {}, "application/zip": {},
+                                         "application/octet-stream": {}}},
+                       404: {"description": "no such model"},
+                       409: {"description": "the model is not ready"}})
+async def export(model_id: ModelRef, request: Request, owner: OwnerDep,
+                 format: Annotated[ExportFormat, Query(description="the file's format")]
+                 ) -> FileResponse:
+    target = await target_of(request, owner, model_id)
+    made = await run_in_threadpool(request.app.state.exporter.export, owner, target.model_id,
+                                   format)
+    return FileResponse(made.path, media_type=made.media_type, filename=made.filename,
+                        headers={**made.headers(), **target.headers()})

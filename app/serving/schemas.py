@@ -20,6 +20,10 @@ class ModelOut(BaseModel):
     task: str = Field(description="'char' (next-character model) or 'classifier'")
     info: dict[str, Any] = Field(description="dataset, and vocab or classes and shape")
     metrics: dict[str, Any]
+    lineage: dict[str, Any] = Field(
+        default_factory=dict, description="its job's spec, the dataset and its sha256, the "
+        "trainserve version (and git commit), the torch version, final and best metrics, "
+        "who made it")
     created_at: datetime
 
 
@@ -45,8 +49,13 @@ class CharRanking(BaseModel):
     prob: float
 
 
+VERSION_FIELD = Field(None, description="the registered version that answered, when the URL "
+                      "named the model by `name@alias` or `name:version`; else null")
+
+
 class CharPredictOut(BaseModel):
     model_id: str
+    version: int | None = VERSION_FIELD
     next: list[CharRanking] = Field(description="the characters most likely to follow text")
     sequence: str = Field(description="the most likely next character at every position")
 
@@ -59,6 +68,7 @@ class ClassPrediction(BaseModel):
 
 class ClassPredictOut(BaseModel):
     model_id: str
+    version: int | None = VERSION_FIELD
     predictions: list[ClassPrediction]
 
 
@@ -85,6 +95,7 @@ GENERATE_EXAMPLES: dict[str, dict[str, Any]] = {
 
 class GenerateOut(BaseModel):
     model_id: str
+    version: int | None = VERSION_FIELD
     text: str
 
 

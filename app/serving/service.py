@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.errors import ClientGone, OverLimit, TooLarge, conflict, invalid, not_found
@@ -37,6 +38,25 @@ def get_model(*, session: Session, owner: Owner, model_id: str) -> TrainedModel:
     if row is None:
         raise not_found("model")
     return row
+
+
+def delete_model(*, session: Session, owner: Owner, model_id: str,
+                 refuses: Callable[[Session, str], str | None]) -> None:
+    """Delete a model's row (its job keeps its checkpoints): 409 while its job runs, or
+    when `refuses` (the registry's guard) names a reason, such as a version that refers
+    to it. A version registered concurrently loses to the database's foreign key."""
+    row = get_model(session=session, owner=owner, model_id=model_id)
+    if row.status == ModelStatus.TRAINING:
+        raise conflict("the model's job is still running; cancel it first")
+    reason = refuses(session, model_id)
+    if reason is not None:
+        raise conflict(reason)
+    session.delete(row)
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        raise conflict(refuses(session, model_id) or "the model is in use") from None
 
 
 def list_models(*, session: Session, owner: Owner, limit: int,
@@ -141,8 +161,10 @@ def _json(body: dict[str, Any]) -> bytes:
     return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
 
 
-async def predict(serving: Serving, *, owner: Owner, model_id: str, body: PredictIn) -> bytes:
-    """The answer as JSON bytes: CharPredictOut or ClassPredictOut (see schemas.py)."""
+async def predict(serving: Serving, *, owner: Owner, model_id: str, body: PredictIn,
+                  version: int | None = None) -> bytes:
+    """The answer as JSON bytes: CharPredictOut or ClassPredictOut (see schemas.py).
+    `version` is the registered version the request reached the model by, if any."""
     model = await loaded_model(serving, owner=owner, model_id=model_id)
     if model.task == "char":
         if body.text is None:
@@ -151,7 +173,7 @@ async def predict(serving: Serving, *, owner: Owner, model_id: str, body: Predic
         query = CharQuery(ids=encode(model, body.text, "text"), top_k=body.top_k)
         [answer] = await next_chars(serving, model, [query])
         vocab = model.vocab
-        return _json({"model_id": model.model_id,
+        return _json({"model_id": model.model_id, "version": version,
                       "next": [{"char": vocab[i], "prob": round(p, 6)} for i, p in answer.top],
                       "sequence": "".join([vocab[i] for i in answer.sequence])})
     if body.inputs is None:
@@ -163,7 +185,7 @@ async def predict(serving: Serving, *, owner: Owner, model_id: str, body: Predic
     probs = await classify(serving, model, examples)
     classes = model.info["classes"]
     labels = probs.argmax(-1).tolist()
-    return _json({"model_id": model.model_id, "predictions": [
+    return _json({"model_id": model.model_id, "version": version, "predictions": [
         {"label": label, "name": classes[label], "probs": [round(p, 6) for p in row]}
         for label, row in zip(labels, probs.tolist(), strict=True)]})
 
@@ -173,7 +195,8 @@ DISCONNECT_POLL_SECONDS = 0.1
 
 
 async def generate(serving: Serving, *, owner: Owner, model_id: str, body: GenerateIn,
-                   gone: Callable[[], Awaitable[bool]] | None = None) -> bytes:
+                   gone: Callable[[], Awaitable[bool]] | None = None,
+                   version: int | None = None) -> bytes:
     """Sampled text. At most `max_generate_per_key` of an owner's requests are queued or
     running at once (more: 429), and the loop stops within a step once `gone()` says the
     client has left: ten abandoned long requests must not hold up the next one."""
@@ -205,4 +228,5 @@ async def generate(serving: Serving, *, owner: Owner, model_id: str, body: Gener
         if left:
             serving.generating[owner.id] = left
     vocab = model.vocab
-    return _json({"model_id": model.model_id, "text": "".join([vocab[i] for i in ids])})
+    return _json({"model_id": model.model_id, "version": version,
+                  "text": "".join([vocab[i] for i in ids])})

@@ -150,9 +150,11 @@ def _from_binary(raw: bytes, datatype: str, name: str) -> np.ndarray:
 
 
 def encode_response(model_id: str, request: InferRequest,
-                    outputs: dict[str, tuple[str, np.ndarray]]) -> tuple[bytes, int | None]:
+                    outputs: dict[str, tuple[str, np.ndarray]], version: str = "1",
+                    parameters: dict[str, Any] | None = None) -> tuple[bytes, int | None]:
     """The response body, and the JSON header's length when binary tensors follow it.
-    Only the requested outputs (all when none are named), each as JSON or raw bytes."""
+    Only the requested outputs (all when none are named), each as JSON or raw bytes.
+    `model_id` and `version` are the names the response gives the model."""
     wanted = request.outputs or dict.fromkeys(outputs, request.binary_default)
     tensors, blobs = [], []
     for name, binary in wanted.items():
@@ -167,7 +169,10 @@ def encode_response(model_id: str, request: InferRequest,
         else:
             tensor["data"] = array.reshape(-1).tolist()
         tensors.append(tensor)
-    response: dict[str, Any] = {"model_name": model_id, "model_version": "1", "outputs": tensors}
+    response: dict[str, Any] = {"model_name": model_id, "model_version": version,
+                                "outputs": tensors}
+    if parameters:
+        response["parameters"] = parameters
     if request.id is not None:
         response["id"] = request.id
     header = json.dumps(response, separators=(",", ":")).encode()

@@ -178,7 +178,56 @@ class TrainedModel(Base):
     task: Mapped[str] = mapped_column(String(16))
     info: Mapped[dict[str, Any]] = mapped_column(default=dict)
     metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # Where it came from (workers/lineage.py): the job's spec, its dataset and that
+    # dataset's sha256, the versions of trainserve and torch, final and best metrics, who
+    # made it. Empty for models made before lineage was recorded.
+    lineage: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class RegisteredModel(Base):
+    """A name in its owner's model registry; its versions point at trained models."""
+
+    __tablename__ = "registered_models"
+    __table_args__ = (UniqueConstraint("owner_id", "name", name="uq_registered_models_name"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    owner_id: Mapped[str] = mapped_column(ForeignKey("owners.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    description: Mapped[str] = mapped_column(Text, default="")
+    # Fixed by the first version: its task and input contract (vocabulary, or input shape).
+    task: Mapped[str | None] = mapped_column(String(16))
+    contract: Mapped[dict[str, Any] | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ModelVersion(Base):
+    """Version `version` of a registered model: one trained model, never changed. The
+    trained model cannot be deleted while a version names it (no ON DELETE action)."""
+
+    __tablename__ = "model_versions"
+    __table_args__ = (UniqueConstraint("registered_model_id", "version",
+                                       name="uq_model_versions_version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    registered_model_id: Mapped[str] = mapped_column(
+        ForeignKey("registered_models.id", ondelete="CASCADE"), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    model_id: Mapped[str] = mapped_column(ForeignKey("trained_models.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ModelAlias(Base):
+    """A movable name for versions of a registered model: {"3": 1.0}, or a canary split
+    such as {"3": 0.9, "4": 0.1} (weights summing to 1)."""
+
+    __tablename__ = "model_aliases"
+
+    registered_model_id: Mapped[str] = mapped_column(
+        ForeignKey("registered_models.id", ondelete="CASCADE"), primary_key=True)
+    alias: Mapped[str] = mapped_column(String(64), primary_key=True)
+    weights: Mapped[dict[str, Any]]
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class WorkerSeen(Base):
