@@ -7,6 +7,8 @@ from typing import Any
 import pytest
 
 from tests.integration.service import Service
+from tests.integration.specs import small_mlp
+from tests.integration.test_serving import trained
 
 pytestmark = pytest.mark.sqlite_only  # nothing here differs by backend
 
@@ -77,4 +79,23 @@ def test_dashboard_follows_a_job_and_draws_its_curves(service: Service, browser:
     page.evaluate("sessionStorage.setItem('trainserve.key', 'ts_wrong')")
     page.goto(f"{service.base_url}/#/")
     page.wait_for_selector("#signin:not([hidden])", timeout=20_000)
+    page.close()
+
+
+def test_dashboard_lists_registered_models_with_their_aliases(service: Service,
+                                                              browser: Any) -> None:
+    model_id = trained(service, small_mlp(epochs=1))
+    name = f"dashboard-{model_id[-6:]}"
+    with service.client() as client:
+        client.post("/v1/registry", json={"name": name, "description": "digits"})
+        client.post(f"/v1/registry/{name}/versions", json={"model_id": model_id})
+        client.put(f"/v1/registry/{name}/aliases/production", json={"version": 1})
+    page = browser.new_page()
+    page.goto(f"{service.base_url}/")
+    page.fill("#key", service.keys["alice"])
+    page.click("#signin-form button")
+    row = page.locator(f'tr[data-registered="{name}"]')
+    row.wait_for(timeout=20_000)
+    assert row.locator(".aliases").text_content() == "production → v1"
+    assert "classifier" in (row.text_content() or "")
     page.close()
