@@ -10,6 +10,7 @@ import yaml
 
 from tests.integration.service import Service, poll
 from tests.integration.specs import long_lstm
+from tests.integration.test_serving import trained
 
 pytestmark = pytest.mark.sqlite_only  # nothing here differs by backend
 
@@ -82,3 +83,36 @@ def test_submit_from_stdin_cancel_and_errors(service: Service) -> None:
     assert bad.returncode == 1 and "422" in bad.stderr and "model" in bad.stderr
     no_key = run(service, "jobs", "list", key=None)
     assert no_key.returncode == 1 and "TRAINSERVE_API_KEY" in no_key.stderr
+
+
+def test_registry_commands_and_export(service: Service, tmp_path: Path) -> None:
+    first = trained(service, {**long_lstm(8), "training": {**long_lstm(8)["training"],
+                                                            "checkpoint_every": 8}})
+    second = trained(service, {**long_lstm(8), "training": {**long_lstm(8)["training"],
+                                                             "checkpoint_every": 8, "seed": 5}})
+    name = f"cli-{first[-6:]}"
+    assert run(service, "registry", "create", name, "--description", "hi").stdout.strip() == name
+    added = [run(service, "registry", "add-version", name, m).stdout.split() for m in
+             (first, second)]
+    assert added == [[f"{name}:1", first], [f"{name}:2", second]]
+    aliased = run(service, "registry", "alias", name, "production", "1=0.9", "2=0.1")
+    assert aliased.returncode == 0, aliased.stderr
+    assert aliased.stdout.strip() == f"{name}@production -> 1=0.9 2=0.1"
+    table = run(service, "registry", "list").stdout.splitlines()
+    assert table[0].split() == ["NAME", "TASK", "LATEST", "ALIASES"]
+    row = next(line for line in table if line.startswith(name))
+    assert "production->1(0.9)/2(0.1)" in row
+    answer = json.loads(run(service, "models", "predict", f"{name}:2", "hihell").stdout)
+    assert answer["version"] == 2 and answer["model_id"] == second
+
+    out = tmp_path / "model.onnx"
+    exported = run(service, "models", "export", f"{name}@production", "--format", "onnx",
+                   "-o", str(out))
+    assert exported.returncode == 0, exported.stderr
+    path, _, sha256 = exported.stdout.split()
+    assert Path(path) == out and out.stat().st_size > 0 and len(sha256) == 64
+
+    refused = run(service, "registry", "alias", name, "production", "1=0.5")
+    assert refused.returncode == 1 and "sum to 0.5" in refused.stderr
+    assert run(service, "registry", "unalias", name, "production").returncode == 0
+    assert json.loads(run(service, "registry", "get", name).stdout)["aliases"] == []
