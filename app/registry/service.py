@@ -188,7 +188,10 @@ def set_alias(*, session: Session, owner: Owner, name: str, alias: str,
         session.execute(update(ModelAlias).where(*where).values(
             weights=stored, updated_at=utcnow()).execution_options(synchronize_session=False))
         session.commit()
-    return session.execute(select(ModelAlias).where(*where)).scalar_one()
+    row = session.execute(select(ModelAlias).where(*where)).scalar_one_or_none()
+    if row is None:  # the name was deleted meanwhile
+        raise not_found("registered model")
+    return row
 
 
 def delete_alias(*, session: Session, owner: Owner, name: str, alias: str) -> None:
