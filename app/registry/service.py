@@ -23,9 +23,14 @@ from core.lifecycle import ModelStatus
 VERSION_ATTEMPTS = 5
 
 
-def get_registered(session: Session, owner: Owner, name: str) -> RegisteredModel:
-    row = session.execute(select(RegisteredModel).where(
-        RegisteredModel.owner_id == owner.id, RegisteredModel.name == name)).scalar_one_or_none()
+def get_registered(session: Session, owner: Owner, name: str, *,
+                   lock: bool = False) -> RegisteredModel:
+    """`lock` holds the row until the transaction ends (PostgreSQL; SQLite has one writer
+    anyway): the changes to a name's versions and aliases check each other's rows, so they
+    take turns."""
+    query = select(RegisteredModel).where(RegisteredModel.owner_id == owner.id,
+                                          RegisteredModel.name == name)
+    row = session.execute(query.with_for_update() if lock else query).scalar_one_or_none()
     if row is None:
         raise not_found("registered model")
     return row
@@ -112,7 +117,7 @@ def add_version(*, session: Session, owner: Owner, name: str, model_id: str,
     """The next version of `name`: a ready model of the same task, whose input contract is
     the registered one (the first version fixes it) unless the caller allows a change."""
     for _ in range(VERSION_ATTEMPTS):
-        registered = get_registered(session, owner, name)
+        registered = get_registered(session, owner, name, lock=True)
         model = _servable(session, owner, model_id)
         _check_contract(registered, model, allow_contract_change)
         taken = session.execute(select(ModelVersion.version).where(
@@ -136,7 +141,7 @@ def add_version(*, session: Session, owner: Owner, name: str, model_id: str,
 
 def delete_version(*, session: Session, owner: Owner, name: str, version: int) -> None:
     """Remove a version no alias routes to (409 while one does): its model may then go."""
-    registered = get_registered(session, owner, name)
+    registered = get_registered(session, owner, name, lock=True)
     using = [a.alias for a in aliases_of(session, [registered.id])[registered.id]
              if str(version) in a.weights]
     if using:
@@ -161,7 +166,7 @@ def set_alias(*, session: Session, owner: Owner, name: str, alias: str,
               weights: dict[int, float]) -> ModelAlias:
     """Point `alias` at versions with weights (one version: weight 1). Every version must
     exist and its model be ready; the move is one row written in one transaction."""
-    registered = get_registered(session, owner, name)
+    registered = get_registered(session, owner, name, lock=True)
     rows = dict(session.execute(
         select(ModelVersion.version, TrainedModel.status)
         .outerjoin(TrainedModel, TrainedModel.id == ModelVersion.model_id)
