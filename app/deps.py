@@ -11,8 +11,9 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.security.utils import get_authorization_scheme_param
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.errors import Unauthenticated
-from app.keys.service import TTLCache, hash_key, owner_for_key_hash
+from app.access import changes_state
+from app.errors import Forbidden, Unauthenticated
+from app.keys.service import Caller, Role, TTLCache, caller_for_key_hash, hash_key
 from app.singleflight import SingleFlight
 from core.config import Settings
 from core.db.tables import Owner
@@ -54,32 +55,40 @@ def _unauthorized() -> Unauthenticated:
     return Unauthenticated("a valid API key is required", headers={"WWW-Authenticate": "Bearer"})
 
 
-def _lookup(sessions: sessionmaker[Session], key_hash: str) -> Owner | None:
+def _lookup(sessions: sessionmaker[Session], key_hash: str) -> Caller | None:
     with sessions() as session:
-        return owner_for_key_hash(session, key_hash)
+        return caller_for_key_hash(session, key_hash)
 
 
 async def owner_for(request: Request, key: str) -> Owner:
     """The key's owner, from the short-lived key cache when it can: a known key costs no
     database round trip and no threadpool hop, which matters on the prediction path. When
-    the entry has expired, concurrent requests with that key share one lookup."""
+    the entry has expired, concurrent requests with that key share one lookup.
+
+    Every authenticated route comes through here, so this is where roles are enforced, once:
+    a viewer key on a request that changes state (app/access.py says which: by method, for
+    routes added later too) is a 403. The caller is left in `request.state.caller` for the
+    audit log, refused or not."""
     key_hash = hash_key(key)
-    cache: TTLCache[str, Owner] = request.app.state.key_cache
-    owner = cache.get(key_hash)
-    if owner is None:
-        loads: SingleFlight[str, Owner] = request.app.state.key_loads
-        owner = await loads.do(key_hash, partial(_load_owner, request.app.state.sessions,
-                                                 cache, key_hash))
-    return owner
+    cache: TTLCache[str, Caller] = request.app.state.key_cache
+    caller = cache.get(key_hash)
+    if caller is None:
+        loads: SingleFlight[str, Caller] = request.app.state.key_loads
+        caller = await loads.do(key_hash, partial(_load_caller, request.app.state.sessions,
+                                                  cache, key_hash))
+    request.state.caller = caller
+    if caller.role == Role.VIEWER and changes_state(request.scope):
+        raise Forbidden("this key is read-only (role viewer): it cannot change anything")
+    return caller.owner
 
 
-async def _load_owner(sessions: sessionmaker[Session], cache: TTLCache[str, Owner],
-                      key_hash: str) -> Owner:
-    owner = await run_in_threadpool(_lookup, sessions, key_hash)
-    if owner is None:
+async def _load_caller(sessions: sessionmaker[Session], cache: TTLCache[str, Caller],
+                       key_hash: str) -> Caller:
+    caller = await run_in_threadpool(_lookup, sessions, key_hash)
+    if caller is None:
         raise _unauthorized()
-    cache.put(key_hash, owner)
-    return owner
+    cache.put(key_hash, caller)
+    return caller
 
 
 async def current_owner(
@@ -100,3 +109,13 @@ async def authenticate(request: Request) -> Owner:
 
 
 OwnerDep = Annotated[Owner, Depends(current_owner)]
+
+
+async def admin_owner(owner: OwnerDep) -> Owner:
+    """`current_owner`, for the admin routes: any other key is a 403."""
+    if not owner.is_admin:
+        raise Forbidden("this route needs an admin key")
+    return owner
+
+
+AdminDep = Annotated[Owner, Depends(admin_owner)]

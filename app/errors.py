@@ -32,6 +32,11 @@ class Unauthenticated(DomainError):
     """No key, or a key that is not (or no longer) valid."""
 
 
+class Forbidden(DomainError):
+    """A valid key whose role does not allow this (a viewer's change, a member on an admin
+    route)."""
+
+
 class NotFound(DomainError):
     """No such resource for this caller (another owner's resources are not found either)."""
 
@@ -61,8 +66,8 @@ class ClientGone(DomainError):
 
 
 _STATUS: dict[type[DomainError], int] = {
-    BadRequest: 400, Unauthenticated: 401, NotFound: 404, Conflict: 409, TooLarge: 413,
-    UnsupportedMedia: 415, Invalid: 422, OverLimit: 429, ClientGone: 499}
+    BadRequest: 400, Unauthenticated: 401, Forbidden: 403, NotFound: 404, Conflict: 409,
+    TooLarge: 413, UnsupportedMedia: 415, Invalid: 422, OverLimit: 429, ClientGone: 499}
 
 
 def status_of(exc: DomainError) -> int:

@@ -8,6 +8,8 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from app import errors, observability
+from app.audit.middleware import AuditMiddleware
+from app.audit.router import router as audit_router
 from app.bodies import BodyGuard
 from app.dashboard.router import router as dashboard_router
 from app.datasets.router import router as datasets_router
@@ -25,6 +27,8 @@ from app.serving.exports import Exporter
 from app.serving.router import router as models_router
 from app.serving.v2_router import router as v2_router
 from app.singleflight import SingleFlight
+from app.webhooks.deliverer import Deliverer
+from app.webhooks.router import router as webhooks_router
 from core.broker import make_sender
 from core.config import Settings, get_settings
 from core.db.engine import make_engine, make_sessionmaker
@@ -35,7 +39,10 @@ log = logging.getLogger(__name__)
 DESCRIPTION = """Train neural networks (MLP, CNN, RNN, GRU, LSTM) and serve their predictions.
 
 Every `/v1` route needs `Authorization: Bearer <api-key>`; a key sees only what its owner
-created. Create keys with `trainserve keys create NAME`."""
+created. Create keys with `trainserve keys create NAME [--role admin|member|viewer]`.
+A `viewer` key reads (lists, gets, metrics, events, predictions) and gets `403` on every
+change (POST, PUT, PATCH, DELETE other than predict, generate and infer). Every change,
+refused or not, is in the audit log (`GET /v1/audit`, admin keys)."""
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -62,7 +69,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # answers, so that an outage heals even with no worker alive to reconcile.
         resender = Resender(app.state.sessions, app.state.sender, settings.reconcile_seconds)
         resender.start()
+        # Webhook deliveries from the outbox; every API process runs one (claims are leases).
+        deliverer = Deliverer(app.state.sessions, settings)
+        deliverer.start()
         yield
+        deliverer.stop()
         resender.stop()
         app.state.serving.stop()
         engine.dispose()
@@ -71,11 +82,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   lifespan=lifespan)
     errors.install(app)
     app.add_middleware(BodyGuard, max_bytes=settings.max_json_bytes)
+    app.add_middleware(AuditMiddleware)  # outside BodyGuard: its 413s are audited too
     app.add_middleware(RateLimit, rate=settings.rate_limit_per_second,
                        burst=settings.rate_limit_burst)
     observability.install(app, settings.log_level)  # JSON logs, request ids, metrics
     app.state.version_metrics = VersionMetrics()
     for router in (health_router, models_router, v2_router, jobs_router, events_router,
-                   datasets_router, registry_router, dashboard_router):
+                   datasets_router, registry_router, dashboard_router, audit_router,
+                   webhooks_router):
         app.include_router(router)
     return app

@@ -106,6 +106,19 @@ class Settings(BaseSettings):
     rate_limit_per_second: float = Field(200.0, ge=0, le=1e6)
     rate_limit_burst: int = Field(400, ge=1, le=1_000_000)
 
+    # Webhooks (app/webhooks/). A target on a loopback, private, link-local or otherwise
+    # non-public address is refused (at registration and at every send) unless this is set:
+    # the service must not become a way into its own network.
+    webhook_allow_private: bool = False
+    webhook_poll_seconds: float = Field(1.0, gt=0, le=60, description="how often each API "
+                                        "process looks for deliveries due")
+    webhook_timeout_seconds: float = Field(10.0, gt=0, le=60, description="one attempt's limit")
+    # A failed attempt is retried after base * 2**(attempt-1) seconds, at most the cap, until
+    # the delivery is this old; then it is marked failed.
+    webhook_backoff_seconds: float = Field(10.0, gt=0)
+    webhook_backoff_max_seconds: float = Field(3600.0, gt=0)
+    webhook_retry_seconds: float = Field(24 * 3600.0, gt=0)
+
     @model_validator(mode="after")
     def _fill_defaults(self) -> "Settings":
         self.data_dir = self.data_dir.resolve()

@@ -33,6 +33,11 @@ Models (the record of a job's newest or best checkpoint)
 
 Every other move is illegal: succeeded, failed and cancelled are final, and a model leaves
 `training` once.
+
+Each move to succeeded, failed or cancelled also writes the owner's webhook deliveries
+(`job.succeeded`, `job.failed`, `job.cancelled`: core/webhooks/outbox.py) in the same
+session, so they commit with the transition and none is lost when a process dies between
+the commit and the send.
 """
 
 from datetime import datetime, timedelta
@@ -43,6 +48,7 @@ from sqlalchemy import ColumnElement, String, cast, func, literal, or_, update
 from sqlalchemy.orm import Session
 
 from core.db.tables import Job, TrainedModel, utcnow
+from core.webhooks import outbox
 
 
 class JobStatus(StrEnum):
@@ -91,6 +97,21 @@ def _held(job_id: str, worker: str) -> list[ColumnElement[bool]]:
 def _waiting(job_id: str, now: datetime) -> list[ColumnElement[bool]]:
     return [Job.id == job_id, Job.status.in_(ACTIVE), Job.cancel_requested.is_(False),
             or_(Job.lease_expires_at.is_(None), Job.lease_expires_at < now)]
+
+
+# What a job's webhook event says of it (the RETURNING list of its terminal UPDATE).
+_ANNOUNCED = (Job.id, Job.owner_id, Job.name, Job.status, Job.error, Job.finished_at)
+
+
+def _announce(session: Session, statement: Any) -> int:
+    """Run a terminal transition's UPDATE and announce every job it moved; how many."""
+    rows = session.execute(statement.returning(*_ANNOUNCED)
+                           .execution_options(synchronize_session=False)).all()
+    for job_id, owner_id, name, status, error, finished_at in rows:
+        outbox.enqueue(session, owner_id, f"job.{status}", {
+            "job_id": job_id, "name": name, "status": status, "error": error,
+            "finished_at": finished_at.isoformat() if finished_at else None})
+    return len(rows)
 
 
 def _end_model(session: Session, job_id: str, status: ModelStatus, **values: Any) -> None:
@@ -156,10 +177,11 @@ def give_up(session: Session, job_id: str, *, max_attempts: int) -> bool:
     now = utcnow()
     error = (literal("gave up after ") + cast(Job.attempts, String)
              + literal(" attempts; the worker running it stopped each time"))
-    return _run(session, update(Job).where(*_waiting(job_id, now), Job.attempts >= max_attempts)
-                .values(status=JobStatus.FAILED, error=error,
-                        failure_kind=FailureKind.INFRASTRUCTURE, finished_at=now,
-                        lease_owner=None, lease_expires_at=None)) == 1
+    return _announce(session, update(Job).where(*_waiting(job_id, now),
+                                                Job.attempts >= max_attempts)
+                     .values(status=JobStatus.FAILED, error=error,
+                             failure_kind=FailureKind.INFRASTRUCTURE, finished_at=now,
+                             lease_owner=None, lease_expires_at=None)) == 1
 
 
 # -- jobs: cancelled ------------------------------------------------------------------------
@@ -177,13 +199,13 @@ def cancel_queued(session: Session, job_id: str | None = None) -> int:
     where = [Job.status == JobStatus.QUEUED, Job.cancel_requested.is_(True)]
     if job_id is not None:
         where.append(Job.id == job_id)
-    return _run(session, update(Job).where(*where).values(status=JobStatus.CANCELLED,
-                                                           finished_at=utcnow()))
+    return _announce(session, update(Job).where(*where).values(status=JobStatus.CANCELLED,
+                                                                finished_at=utcnow()))
 
 
 def _end(session: Session, job_id: str, worker: str, status: JobStatus, model: ModelStatus,
          **values: Any) -> bool:
-    moved = _run(session, update(Job).where(*_held(job_id, worker)).values(
+    moved = _announce(session, update(Job).where(*_held(job_id, worker)).values(
         status=status, finished_at=utcnow(), lease_owner=None, lease_expires_at=None,
         **values)) == 1
     if moved:
@@ -204,8 +226,8 @@ def succeed(session: Session, job_id: str, *, worker: str, latest_metrics: dict[
     `checkpoint_id`. A cancel answered 202 must end the job cancelled however late it came:
     the condition is in this UPDATE, so a cancel committed first wins (this returns False and
     the caller ends the job with cancel_running), and one committed after finds it ended."""
-    moved = _run(session, update(Job).where(*_held(job_id, worker),
-                                            Job.cancel_requested.is_(False)).values(
+    moved = _announce(session, update(Job).where(*_held(job_id, worker),
+                                                 Job.cancel_requested.is_(False)).values(
         status=JobStatus.SUCCEEDED, finished_at=utcnow(), lease_owner=None,
         lease_expires_at=None, latest_metrics=latest_metrics)) == 1
     if moved:

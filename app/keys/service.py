@@ -5,7 +5,9 @@ import hashlib
 import secrets
 import threading
 import time
+from dataclasses import dataclass
 from datetime import timedelta
+from enum import StrEnum
 from typing import Generic, TypeVar
 
 from sqlalchemy import func, select, update
@@ -23,8 +25,39 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def create_key(session: Session, *, owner_name: str, admin: bool = False) -> str:
+class Role(StrEnum):
+    """What a key may do. The role is the key's, not its owner's: one team may hold an
+    admin key and a viewer key for its dashboards."""
+
+    ADMIN = "admin"  # everything, on every owner's resources, and the admin routes
+    MEMBER = "member"  # everything on its owner's resources
+    VIEWER = "viewer"  # reads only (lists, gets, metrics, events, predictions): 403 on changes
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who a request is: the key's owner (a detached snapshot whose `is_admin` is the key's
+    role, so every owner-scoped query reads one flag), the key's role and its prefix."""
+
+    owner: Owner
+    role: Role
+    key_prefix: str
+
+
+@dataclass(frozen=True)
+class NewKey:
+    """A key just made: the key itself exists only here (the database holds its hash)."""
+
+    key: str
+    prefix: str
+    role: Role
+    owner_id: str
+    owner_name: str
+
+
+def create_key(session: Session, *, owner_name: str, role: Role = Role.MEMBER) -> NewKey:
     """A new key for the owner of that name, creating the owner if needed."""
+    admin = role == Role.ADMIN
     owner = session.execute(select(Owner).where(Owner.name == owner_name)).scalar_one_or_none()
     if owner is None:
         owner = Owner(name=owner_name, is_admin=admin)
@@ -33,27 +66,29 @@ def create_key(session: Session, *, owner_name: str, admin: bool = False) -> str
     elif admin and not owner.is_admin:
         owner.is_admin = True
     key = KEY_PREFIX + secrets.token_urlsafe(32)
-    session.add(ApiKey(owner_id=owner.id, key_hash=hash_key(key), prefix=key[:10]))
-    return key
+    session.add(ApiKey(owner_id=owner.id, key_hash=hash_key(key), prefix=key[:10], role=role))
+    return NewKey(key=key, prefix=key[:10], role=role, owner_id=owner.id, owner_name=owner.name)
 
 
-def revoke_key(session: Session, *, which: str) -> int:
+def revoke_key(session: Session, *, which: str) -> list[str]:
     """Revoke the key given whole, or by its first 10 characters (as `keys list` shows
-    them), or every active key of the owner of that name, tried in that order. Returns how
-    many keys were revoked."""
+    them), or every active key of the owner of that name, tried in that order. Returns the
+    prefixes of the keys revoked."""
     active = ApiKey.revoked_at.is_(None)
     owner_ids = select(Owner.id).where(Owner.name == which).scalar_subquery()
     for match in (ApiKey.key_hash == hash_key(which), ApiKey.prefix == which,
                   ApiKey.owner_id == owner_ids):
-        count = session.execute(update(ApiKey).where(match, active)
-                                .values(revoked_at=utcnow())
-                                .execution_options(synchronize_session=False)).rowcount
-        if count:
-            return count
-    return 0
+        prefixes = list(session.execute(update(ApiKey).where(match, active)
+                                        .values(revoked_at=utcnow()).returning(ApiKey.prefix)
+                                        .execution_options(synchronize_session=False))
+                        .scalars())
+        if prefixes:
+            return prefixes
+    return []
 
 
-def owner_for_key_hash(session: Session, key_hash: str) -> Owner | None:
+def caller_for_key_hash(session: Session, key_hash: str) -> Caller | None:
+    """The active key's caller, or None; notes the key's use (at most once a minute)."""
     row = session.execute(
         select(ApiKey, Owner).join(Owner, Owner.id == ApiKey.owner_id)
         .where(ApiKey.key_hash == key_hash, ApiKey.revoked_at.is_(None))).first()
@@ -64,7 +99,16 @@ def owner_for_key_hash(session: Session, key_hash: str) -> Owner | None:
     if api_key.last_used_at is None or now - api_key.last_used_at > LAST_USED_RESOLUTION:
         api_key.last_used_at = now
         session.commit()
-    return owner
+    role = Role(api_key.role)
+    # Transient, never added to a session: shared by the requests that use this key.
+    snapshot = Owner(id=owner.id, name=owner.name, is_admin=role == Role.ADMIN,
+                     created_at=owner.created_at)
+    return Caller(owner=snapshot, role=role, key_prefix=api_key.prefix)
+
+
+def owner_for_key_hash(session: Session, key_hash: str) -> Owner | None:
+    caller = caller_for_key_hash(session, key_hash)
+    return caller.owner if caller else None
 
 
 class TTLCache(Generic[K, V]):

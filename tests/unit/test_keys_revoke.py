@@ -23,7 +23,7 @@ def sessions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> sessionmaker[Se
 
 def _keys(sessions: sessionmaker[Session], owner: str, count: int) -> list[str]:
     with session_scope(sessions) as session:
-        return [create_key(session, owner_name=owner) for _ in range(count)]
+        return [create_key(session, owner_name=owner).key for _ in range(count)]
 
 
 def _works(sessions: sessionmaker[Session], key: str) -> bool:

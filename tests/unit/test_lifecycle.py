@@ -1,8 +1,9 @@
 """Every transition of core/lifecycle.py, from every state, on SQLite and PostgreSQL.
 
 For each (transition, state) pair: a legal move reports True and lands where the module's
-table says; an illegal one reports False and changes nothing in the job's row or its
-model's. Each test runs in a transaction that is rolled back.
+table says, and a move to an end writes the owner's webhook delivery for it in the same
+session; an illegal one reports False and changes nothing in the job's row, its model's or
+the outbox. Each test runs in a transaction that is rolled back.
 """
 
 from collections.abc import Callable, Iterator
@@ -15,8 +16,19 @@ from sqlalchemy import Engine, create_engine, select
 from sqlalchemy.orm import Session
 
 from core import lifecycle
-from core.db.tables import Base, Checkpoint, Job, Owner, TrainedModel, new_id, utcnow
-from core.lifecycle import FailureKind, JobStatus, ModelStatus
+from core.db.tables import (
+    Base,
+    Checkpoint,
+    Job,
+    Owner,
+    TrainedModel,
+    Webhook,
+    WebhookDelivery,
+    new_id,
+    utcnow,
+)
+from core.lifecycle import TERMINAL, FailureKind, JobStatus, ModelStatus
+from core.webhooks.outbox import EVENTS
 from tests.unit.databases import BACKENDS, database_url
 
 ME, OTHER = "worker-a", "worker-b"
@@ -119,6 +131,8 @@ def make_job(session: Session, state: str) -> Job:
     owner = Owner(name=f"owner-{new_id()}")
     session.add(owner)
     session.flush()
+    session.add(Webhook(owner_id=owner.id, url="https://hooks.example.com/", events=list(EVENTS),
+                        secret="s" * 16))
     job = Job(owner_id=owner.id, name="j", spec={}, dataset_ref="builtin:digits", queue="cpu",
               epochs=3, **values)
     session.add(job)
@@ -159,14 +173,19 @@ def test_transition_moves_exactly_the_states_it_names(session: Session, transiti
     before_job, before_model = snapshot(session, job.id)
     moved = call(session, job.id, checkpoint.id)
     after_job, after_model = snapshot(session, job.id)
+    announced = [(d.event, d.payload["job_id"], d.payload["status"]) for d in session.execute(
+        select(WebhookDelivery).where(WebhookDelivery.owner_id == job.owner_id)).scalars()]
     if state not in sources:
         assert moved is False
         assert (after_job, after_model) == (before_job, before_model)
+        assert announced == []
         return
     assert moved is True
     expected = before_job["status"] if transition == "request_cancel" else target
     assert after_job["status"] == expected
     assert after_model is not None and after_model["status"] == model_target
+    ended = expected in TERMINAL
+    assert announced == ([(f"job.{expected}", job.id, expected)] if ended else [])
 
 
 def test_claim_takes_the_lease_and_counts_the_attempt(session: Session) -> None:
@@ -248,6 +267,8 @@ def test_new_rows_start_queued_and_training(session: Session) -> None:
     owner = Owner(name=f"owner-{new_id()}")
     session.add(owner)
     session.flush()
+    session.add(Webhook(owner_id=owner.id, url="https://hooks.example.com/", events=list(EVENTS),
+                        secret="s" * 16))
     job = Job(owner_id=owner.id, name="j", spec={}, dataset_ref="builtin:digits", queue="cpu",
               epochs=1)
     lifecycle.submit(session, job)

@@ -1,0 +1,1 @@
+"""The audit log: recorded by a middleware and by admin actions, read by admins."""

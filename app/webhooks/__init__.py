@@ -1,0 +1,1 @@
+"""Webhooks: subscriptions (the routes), where they may point, and the deliverer."""
