@@ -3,12 +3,9 @@ deliverer pass against a real receiver on loopback (SQLite and PostgreSQL)."""
 
 import hashlib
 import hmac
-import json
 import socket
-import threading
 from collections.abc import Iterator
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +19,7 @@ from core.config import Settings
 from core.db.tables import Base, Owner, Webhook, WebhookAttempt, WebhookDelivery, utcnow
 from core.webhooks import outbox
 from tests.unit.databases import BACKENDS, database_url
+from tests.webhook_receiver import Receiver
 
 SECRET = "0123456789abcdef"
 
@@ -88,36 +86,6 @@ def sessions(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[session
         Base.metadata.create_all(engine)
         yield sessionmaker(engine, expire_on_commit=False)
         engine.dispose()
-
-
-class Receiver:
-    """A webhook receiver on loopback answering `codes` in turn (then 200); it keeps what
-    it got."""
-
-    def __init__(self, codes: list[int], headers: dict[str, str] | None = None) -> None:
-        self.codes, self.got = list(codes), []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                outer.got.append((dict(self.headers), body))
-                self.send_response(outer.codes.pop(0) if outer.codes else 200)
-                for name, value in (headers or {}).items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *_: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture
@@ -201,16 +169,13 @@ def test_retries_with_backoff_then_delivers_signed(sessions: sessionmaker[Sessio
         codes = session.execute(select(WebhookAttempt.number, WebhookAttempt.status_code)
                                 .order_by(WebhookAttempt.number)).all()
         assert [tuple(c) for c in codes] == [(1, 503), (2, 500), (3, 200)]
-    bodies = {body for _, body in receiver.got}
-    assert len(bodies) == 1  # the same bytes every time
-    for headers, body in receiver.got:
-        assert headers["X-Trainserve-Delivery"] == delivery_id
-        assert headers["X-Trainserve-Event"] == "job.succeeded"
-        expected = hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
-        assert headers["X-Trainserve-Signature"] == f"sha256={expected}"
-        assert json.loads(body) == {"id": delivery_id, "event": "job.succeeded",
-                                    "created_at": json.loads(body)["created_at"],
-                                    "data": {"job_id": "j1"}}
+    assert len({r.body for r in receiver.got}) == 1  # the same bytes every time
+    for request in receiver.got:
+        assert request.delivery_id == delivery_id and request.signed_by(SECRET)
+        assert request.headers["X-Trainserve-Event"] == "job.succeeded"
+        assert request.json() == {"id": delivery_id, "event": "job.succeeded",
+                                  "created_at": request.json()["created_at"],
+                                  "data": {"job_id": "j1"}}
     deliverer.stop()
 
 
@@ -263,7 +228,7 @@ def test_the_address_is_checked_again_at_send_time(sessions: sessionmaker[Sessio
         assert attempt.status_code is None and "non-public" in (attempt.error or "")
     _due_now(sessions)
     Deliverer(sessions, _settings(), resolver=rebound).run_once()
-    assert [h["Host"] for h, _ in receiver.got] == [f"hooks.example.com:{port}"]
+    assert [r.headers["Host"] for r in receiver.got] == [f"hooks.example.com:{port}"]
 
 
 def test_signature_is_hmac_sha256_of_the_body() -> None:
