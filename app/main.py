@@ -8,6 +8,7 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from app import errors, observability
+from app.access import document_refusals
 from app.audit.middleware import AuditMiddleware
 from app.audit.router import router as audit_router
 from app.bodies import BodyGuard
@@ -91,4 +92,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                    datasets_router, registry_router, dashboard_router, audit_router,
                    webhooks_router):
         app.include_router(router)
+    document_refusals(app)
     return app

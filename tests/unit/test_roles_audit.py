@@ -112,6 +112,15 @@ def test_no_route_updates_or_deletes_the_audit_log() -> None:
     assert audit_routes == {("GET", "/v1/audit")}
 
 
+def test_every_change_documents_the_viewers_403() -> None:
+    paths = create_app(Settings()).openapi()["paths"]
+    for path, item in paths.items():
+        for method, operation in item.items():
+            scope = {"method": method.upper(), "path": path}
+            if path.startswith(("/v1/", "/v2/")) and changes_state(scope):
+                assert "403" in operation["responses"], (method, path)
+
+
 def _role(sessions: sessionmaker[Session], key: str) -> Role | None:
     with sessions() as session:
         caller = caller_for_key_hash(session, hash_key(key))
