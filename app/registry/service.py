@@ -18,6 +18,7 @@ from app.jobs.service import scoped
 from core.db.pages import newest_first
 from core.db.tables import ModelAlias, ModelVersion, Owner, RegisteredModel, TrainedModel, utcnow
 from core.lifecycle import ModelStatus
+from core.webhooks import outbox
 
 # Concurrent registrations of a version race for its number; the loser tries again.
 VERSION_ATTEMPTS = 5
@@ -186,12 +187,17 @@ def set_alias(*, session: Session, owner: Owner, name: str, alias: str,
     ).rowcount
     if not moved:
         session.add(ModelAlias(registered_model_id=registered.id, alias=alias, weights=stored))
+    announce = {"name": name, "alias": alias, "versions": stored}
+    owner_id = registered.owner_id
+    # The webhook deliveries commit with the move (core/webhooks/outbox.py).
+    outbox.enqueue(session, owner_id, "alias.moved", announce)
     try:
         session.commit()
     except IntegrityError:  # made by a concurrent PUT: this one moves it
         session.rollback()
         session.execute(update(ModelAlias).where(*where).values(
             weights=stored, updated_at=utcnow()).execution_options(synchronize_session=False))
+        outbox.enqueue(session, owner_id, "alias.moved", announce)
         session.commit()
     row = session.execute(select(ModelAlias).where(*where)).scalar_one_or_none()
     if row is None:  # the name was deleted meanwhile
@@ -206,6 +212,9 @@ def delete_alias(*, session: Session, owner: Owner, name: str, alias: str) -> No
         .execution_options(synchronize_session=False)).rowcount
     if not deleted:
         raise not_found("alias")
+    # Removed: a move to no version at all.
+    outbox.enqueue(session, registered.owner_id, "alias.moved",
+                   {"name": name, "alias": alias, "versions": None})
     session.commit()
 
 

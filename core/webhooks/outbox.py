@@ -10,7 +10,9 @@ at least once, so receivers dedupe on the delivery id.
 Events (`EVENTS`), and who announces them:
     job.succeeded, job.failed, job.cancelled   core/lifecycle.py, with the job's transition
     sweep.completed                            the sweeps package, when a sweep ends
-    alias.moved                                the registry, when an alias is set or moved
+    alias.moved                                app/registry/service.py, when an alias is set,
+                                               moved or removed ({"name", "alias",
+                                               "versions": {"1": 1.0} or null})
 
 Delivery statuses, each move one conditional UPDATE here (as core/lifecycle.py does for jobs):
     function   from                                  to

@@ -130,6 +130,32 @@ def test_an_api_killed_before_or_during_a_send_loses_nothing(private_ok: Service
     assert len(receiver.delivered()) == 2
 
 
+def test_alias_moves_are_announced(private_ok: Service) -> None:
+    receiver = Receiver()
+    try:
+        with private_ok.client("bob") as bob:
+            answer = bob.post("/v1/webhooks", json={"url": receiver.url, "secret": SECRET,
+                                                    "events": ["alias.moved"]})
+            assert answer.status_code == 201
+            job_id, _ = _ended(private_ok, bob, TINY)
+            model_id = bob.get(f"/v1/jobs/{job_id}").json()["model_id"]
+            name = f"hooked-{job_id[-6:]}"
+            assert bob.post("/v1/registry", json={"name": name}).status_code == 201
+            assert bob.post(f"/v1/registry/{name}/versions",
+                            json={"model_id": model_id}).status_code == 201
+            assert bob.put(f"/v1/registry/{name}/aliases/prod",
+                           json={"version": 1}).status_code == 200
+            assert bob.delete(f"/v1/registry/{name}/aliases/prod").status_code == 204
+            poll(lambda: len(receiver.delivered()) == 2, timeout=30, what="2 alias moves")
+            assert bob.delete(f"/v1/webhooks/{answer.json()['id']}").status_code == 204
+    finally:
+        receiver.close()
+    moves = sorted((r.json()["data"] for r in receiver.delivered().values()),
+                   key=lambda d: d["versions"] is None)
+    assert moves == [{"name": name, "alias": "prod", "versions": {"1": 1.0}},
+                     {"name": name, "alias": "prod", "versions": None}]
+
+
 def _about(receiver: Receiver, job_id: str) -> list[Any]:
     return [r for r in receiver.got if r.json()["data"]["job_id"] == job_id]
 
