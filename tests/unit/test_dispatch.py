@@ -120,15 +120,15 @@ def test_a_resend_claimed_elsewhere_is_not_sent_twice(sessions: sessionmaker[Ses
 
 
 def test_an_unloadable_or_unreachable_broker_is_named() -> None:
-    assert broker_problem(make_sender(Settings(broker_url="sqs://"))) == (
-        "cannot load the broker's transport for sqs:///: No module named 'botocore'")
+    assert broker_problem(make_sender(Settings(broker_url="mongodb://"))) == (
+        "cannot load the broker's transport for mongodb:///: No module named 'pymongo'")
     problem = broker_problem(make_sender(Settings(broker_url=DOWN)))
     assert problem is not None and problem.startswith(
         "the broker at redis://:**@127.0.0.1:1/0 is unreachable: ")
     assert "s3cret" not in problem
 
 
-@pytest.mark.parametrize("url", ["sqs://", DOWN])
+@pytest.mark.parametrize("url", ["mongodb://", DOWN])
 def test_a_worker_that_cannot_start_says_why_in_one_line(
         url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
