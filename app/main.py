@@ -28,12 +28,14 @@ from app.serving.exports import Exporter
 from app.serving.router import router as models_router
 from app.serving.v2_router import router as v2_router
 from app.singleflight import SingleFlight
+from app.sweeps.router import router as sweeps_router
 from app.webhooks.deliverer import Deliverer
 from app.webhooks.router import router as webhooks_router
 from core.broker import make_sender
 from core.config import Settings, get_settings
 from core.db.engine import make_engine, make_sessionmaker
 from core.dispatch import Resender
+from core.sweeps.driver import SweepDriver
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +75,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Webhook deliveries from the outbox; every API process runs one (claims are leases).
         deliverer = Deliverer(app.state.sessions, settings)
         deliverer.start()
+        # Sweeps are driven from here too (and from every worker): trials are made as
+        # slots free up whichever processes are alive.
+        sweep_driver = SweepDriver(app.state.sessions, app.state.sender,
+                                   settings.reconcile_seconds)
+        sweep_driver.start()
         yield
+        sweep_driver.stop()
         deliverer.stop()
         resender.stop()
         app.state.serving.stop()
@@ -89,8 +97,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     observability.install(app, settings.log_level)  # JSON logs, request ids, metrics
     app.state.version_metrics = VersionMetrics()
     for router in (health_router, models_router, v2_router, jobs_router, events_router,
-                   datasets_router, registry_router, dashboard_router, audit_router,
-                   webhooks_router):
+                   sweeps_router, datasets_router, registry_router, dashboard_router,
+                   audit_router, webhooks_router):
         app.include_router(router)
     document_refusals(app)
     return app

@@ -23,13 +23,19 @@ Jobs
     succeed          held, no cancel requested              succeeded
     fail             held                                   failed (user or infrastructure)
     time_out         held                                   failed (user: its time limit)
+    prune            held                                   pruned (a sweep's pruner stopped it)
     hand_back        held                                   queued (attempt given back)
 
 Models (the record of a job's newest or best checkpoint)
     start_model      (new row, at the job's first checkpoint)  training
     training         -> ready        when its job succeeds (succeed)
     training         -> unavailable  when its job fails or is cancelled (fail, time_out,
-                                     cancel_running)
+                                     cancel_running, prune)
+
+Sweeps (core/sweeps/; their trials are jobs, moved by the transitions above)
+    submit_sweep     (new row)                              running
+    finish_sweep     running                                succeeded or failed
+    cancel_sweep     running                                cancelled
 
 Every other move is illegal: succeeded, failed and cancelled are final, and a model leaves
 `training` once.
@@ -47,7 +53,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, String, cast, func, literal, or_, update
 from sqlalchemy.orm import Session
 
-from core.db.tables import Job, TrainedModel, utcnow
+from core.db.tables import Job, Sweep, TrainedModel, utcnow
 from core.webhooks import outbox
 
 
@@ -56,6 +62,14 @@ class JobStatus(StrEnum):
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    CANCELLED = "cancelled"
+    PRUNED = "pruned"  # a sweep's trial that its pruner stopped early, checkpoints kept
+
+
+class SweepStatus(StrEnum):
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"  # every trial failed, or a trial could not be made
     CANCELLED = "cancelled"
 
 
@@ -75,6 +89,7 @@ class StopReason(StrEnum):
     transition (or, for a lost lease, to none: another worker owns the job)."""
 
     CANCEL = "cancel"  # -> cancel_running
+    PRUNE = "prune"  # -> prune
     TIME_LIMIT = "time_limit"  # -> time_out
     SHUTDOWN = "shutdown"  # -> hand_back
     LEASE_LOST = "lease_lost"  # nothing: the job is not ours any more
@@ -82,7 +97,8 @@ class StopReason(StrEnum):
 
 
 ACTIVE = frozenset({JobStatus.QUEUED, JobStatus.RUNNING})
-TERMINAL = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
+TERMINAL = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED,
+                      JobStatus.PRUNED})
 STATUSES = ACTIVE | TERMINAL  # a plain str is `in` these: StrEnum members hash as their values
 
 
@@ -218,6 +234,12 @@ def cancel_running(session: Session, job_id: str, *, worker: str) -> bool:
     return _end(session, job_id, worker, JobStatus.CANCELLED, ModelStatus.UNAVAILABLE)
 
 
+def prune(session: Session, job_id: str, *, worker: str) -> bool:
+    """Held -> pruned, by its worker once the loop stopped at its sweep's pruner's word (it
+    checkpointed, like a cancel); its model is unavailable."""
+    return _end(session, job_id, worker, JobStatus.PRUNED, ModelStatus.UNAVAILABLE)
+
+
 # -- jobs: ended by their worker ------------------------------------------------------------
 
 def succeed(session: Session, job_id: str, *, worker: str, latest_metrics: dict[str, Any],
@@ -256,3 +278,37 @@ def hand_back(session: Session, job_id: str, *, worker: str) -> bool:
     return _run(session, update(Job).where(*_held(job_id, worker)).values(
         status=JobStatus.QUEUED, lease_owner=None, lease_expires_at=None, sent_at=None,
         attempts=Job.attempts - 1)) == 1
+
+
+# -- sweeps ----------------------------------------------------------------------------------
+
+def submit_sweep(session: Session, sweep: Sweep) -> None:
+    """A new sweep row, running; it exists once the caller commits."""
+    sweep.status = SweepStatus.RUNNING
+    session.add(sweep)
+
+
+def finish_sweep(session: Session, sweep_id: str, *, succeeded: bool,
+                 error: str | None = None) -> bool:
+    """Running -> succeeded (a trial completed or was pruned) or failed (every trial failed,
+    or `error`)."""
+    return _run(session, update(Sweep).where(Sweep.id == sweep_id,
+                                             Sweep.status == SweepStatus.RUNNING).values(
+        status=SweepStatus.SUCCEEDED if succeeded else SweepStatus.FAILED, error=error,
+        finished_at=utcnow())) == 1
+
+
+def cancel_sweep(session: Session, sweep_id: str) -> bool:
+    """Running -> cancelled: no trial is made after this commits (the driver's claim of a
+    new trial is conditional on `running`); the caller cancels the active trials."""
+    return _run(session, update(Sweep).where(Sweep.id == sweep_id,
+                                             Sweep.status == SweepStatus.RUNNING).values(
+        status=SweepStatus.CANCELLED, finished_at=utcnow())) == 1
+
+
+def keep_sweep_running(session: Session, sweep_id: str) -> bool:
+    """Holds a running sweep in the caller's transaction (a write lock on its row), so that a
+    trial recorded in it commits only if no cancel or end came first. False: it has ended."""
+    return _run(session, update(Sweep).where(Sweep.id == sweep_id,
+                                             Sweep.status == SweepStatus.RUNNING)
+                .values(status=SweepStatus.RUNNING)) == 1

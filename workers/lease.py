@@ -23,6 +23,7 @@ class Claim:
     queue: str
     owner_id: str
     started_at: datetime
+    sweep_id: str | None = None
 
 
 def claim(rt: Runtime, job_id: str) -> Claim | None:
@@ -36,7 +37,7 @@ def claim(rt: Runtime, job_id: str) -> Claim | None:
         job = session.execute(select(Job).where(Job.id == job_id)).scalar_one()
         assert job.started_at is not None  # set by the claim
         return Claim(job_id=job.id, spec=job.spec, queue=job.queue,
-                     owner_id=job.owner_id, started_at=job.started_at)
+                     owner_id=job.owner_id, started_at=job.started_at, sweep_id=job.sweep_id)
 
 
 def give_up(rt: Runtime, job_id: str) -> bool:

@@ -30,6 +30,7 @@ from core.db.liveness import gpu_worker_alive
 from core.db.tables import Job, Lock, WorkerSeen, utcnow
 from core.dispatch import resend_queued
 from core.lifecycle import JobStatus
+from core.sweeps.driver import advance_all
 
 log = logging.getLogger(__name__)
 LOCK = "reconciler"
@@ -74,6 +75,7 @@ class Reconciler:
         with session_scope(self.sessions) as session:
             self._take_back_expired(session)
         self._resend_queued()
+        advance_all(self.sessions, self.sender)  # sweeps go on while no API runs
 
     def _seen(self, session: Session) -> None:
         now = utcnow()

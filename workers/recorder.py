@@ -247,6 +247,11 @@ def cancelled(rt: Runtime, job_id: str) -> None:
         _moved(lifecycle.cancel_running(session, job_id, worker=rt.name), job_id)
 
 
+def pruned(rt: Runtime, job_id: str) -> None:
+    with session_scope(rt.sessions) as session:
+        _moved(lifecycle.prune(session, job_id, worker=rt.name), job_id)
+
+
 def release(rt: Runtime, job_id: str) -> None:
     """Hand the job back on a graceful shutdown, so another worker resumes it."""
     with session_scope(rt.sessions) as session:

@@ -16,7 +16,7 @@ from models.data import BUILTINS, ImageData, TextData, load_builtin, load_upload
 from models.formats import FormatError
 from models.spec import JobSpec
 from models.store import ID
-from workers import devices, lease, recorder, shutdown
+from workers import devices, lease, recorder, shutdown, sweeps
 from workers.cancel import CancelWatch
 from workers.faults import TrainingError
 from workers.recorder import LeaseLost
@@ -34,8 +34,9 @@ class JobCallbacks:
     recorded off the training thread in order."""
 
     def __init__(self, rt: Runtime, job_id: str, heartbeat: lease.Heartbeat,
-                 writer: BackgroundWriter, deadline: float | None) -> None:
-        self._rt, self._job_id = rt, job_id
+                 writer: BackgroundWriter, deadline: float | None,
+                 sweep_id: str | None = None) -> None:
+        self._rt, self._job_id, self._sweep_id = rt, job_id, sweep_id
         self._heartbeat, self._writer, self._deadline = heartbeat, writer, deadline
         # The lineage of the model the first checkpoint makes (set once the data is loaded).
         self.origin: dict[str, Any] = {}
@@ -62,6 +63,9 @@ class JobCallbacks:
     def flush_metrics(self) -> None:
         if self._pending:
             self._writer.submit(recorder.record_epochs, self._rt, self._job_id, self._pending)
+            if self._sweep_id is not None:  # a sweep's trial: its pruner is asked, in order
+                self._writer.submit(sweeps.check_prune, self._rt, self._job_id, self._sweep_id,
+                                    self._pending[0][0] - 1, self._heartbeat)
             self._pending = []
         self._flushed = time.monotonic()
 
@@ -147,7 +151,7 @@ def run_job(rt: Runtime, job_id: str) -> str:
     with lease.Heartbeat(rt, job_id) as heartbeat, CancelWatch(rt, job_id, heartbeat):
         writer = BackgroundWriter(transient=database_unavailable,
                                   retry_seconds=rt.settings.lease_seconds)
-        callbacks = JobCallbacks(rt, job_id, heartbeat, writer, deadline)
+        callbacks = JobCallbacks(rt, job_id, heartbeat, writer, deadline, claimed.sweep_id)
         try:
             device = device_for(spec, claimed.queue)
             data = load_data(spec)
@@ -194,6 +198,8 @@ def record_end(rt: Runtime, job_id: str, outcome: str, *, model_epoch: int,
         outcome = StopReason.CANCEL
     if outcome == StopReason.CANCEL:
         recorder.cancelled(rt, job_id)
+    elif outcome == StopReason.PRUNE:
+        recorder.pruned(rt, job_id)
     elif outcome == StopReason.TIME_LIMIT:
         assert limit is not None  # a time limit stops only a job that has one
         recorder.time_out(rt, job_id, limit)

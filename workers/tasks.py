@@ -4,7 +4,7 @@ import logging
 
 from core import logs
 from core.broker import TRAIN_TASK
-from workers import shutdown
+from workers import shutdown, sweeps
 from workers.celery_app import app
 from workers.runner import run_job
 from workers.runtime import runtime
@@ -18,4 +18,5 @@ def train_job(job_id: str) -> str:
     with logs.job_context(str(job_id)[:64]):  # every log line of this run names the job
         outcome = run_job(runtime(), job_id)
         log.info("training job ended: %s", outcome)
+        sweeps.after_trial(runtime(), app, job_id)
         return outcome

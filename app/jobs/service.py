@@ -55,24 +55,36 @@ def _check_fits(spec: JobSpec, info: dict[str, Any]) -> None:
     _check_watched_metrics(spec, info)
 
 
-def _check_watched_metrics(spec: JobSpec, info: dict[str, Any]) -> None:
-    """A plateau schedule or early stopping must watch a metric that this job records: one
-    its kind of model has, and a val_ one only where the job holds out a validation split."""
-    arch, training = spec.model.arch, spec.training
+def _split(spec: JobSpec, info: dict[str, Any]) -> tuple[bool, str]:
+    """Whether the job holds out a validation split, and the figures that say so."""
+    training = spec.training
     fraction = (training.validation_fraction if training.validation_fraction is not None
                 else info.get("validation_fraction", 0.1))
     # A dataset's own test split is never part of the train/validation split.
     examples = info["num_examples"] - info.get("test_examples", 0) - (
         info.get("split") or {}).get("test", 0)
-    for field, metric in watched_metrics(training).items():
-        recorded = registry.metrics_of(arch)
-        if metric not in recorded:
-            raise invalid(field, f"'{metric}' is not recorded for {arch} models; one of "
-                          f"{', '.join(sorted(recorded))}")
-        if metric.startswith("val_") and not has_validation(info["kind"], examples, fraction):
-            raise invalid(field, f"'{metric}' needs a validation split, and this job holds "
-                          f"none out (validation_fraction {fraction:g} of {examples:,} "
-                          "examples); watch a train_ metric or raise validation_fraction")
+    return (has_validation(info["kind"], examples, fraction),
+            f"validation_fraction {fraction:g} of {examples:,} examples")
+
+
+def _check_watched_metrics(spec: JobSpec, info: dict[str, Any]) -> None:
+    """A plateau schedule or early stopping must watch a metric that this job records: one
+    its kind of model has, and a val_ one only where the job holds out a validation split."""
+    for field, metric in watched_metrics(spec.training).items():
+        check_recorded(field, metric, spec.model.arch, *_split(spec, info))
+
+
+def check_recorded(field: str, metric: str, arch: str, validates: bool, split: str) -> None:
+    """422 on `field` unless a job of `arch` records `metric` each epoch (`validates`: it
+    holds out a validation split, described by `split`)."""
+    recorded = registry.metrics_of(arch)
+    if metric not in recorded:
+        raise invalid(field, f"'{metric}' is not recorded for {arch} models; one of "
+                      f"{', '.join(sorted(recorded))}")
+    if metric.startswith("val_") and not validates:
+        raise invalid(field, f"'{metric}' needs a validation split, and this job holds "
+                      f"none out ({split}); watch a train_ metric or raise "
+                      "validation_fraction")
 
 
 def _check_memory(spec: JobSpec, info: dict[str, Any], queue: str, settings: Settings) -> None:
@@ -124,6 +136,25 @@ def _queue_for(session: Session, spec: JobSpec) -> str:
     return "gpu" if gpu_worker_alive(session) else "cpu"
 
 
+def check_job(*, session: Session, settings: Settings, owner: Owner, spec: JobSpec) -> str:
+    """Everything submit checks about a spec against its dataset, its source job and the
+    limits (a 4xx naming the field, nothing written); returns the queue it goes to."""
+    info = resolve_dataset(session=session, owner=owner, ref=spec.dataset)
+    _check_fits(spec, info)
+    if spec.init_from:
+        _check_init_from(session, owner, spec, info)
+    queue = _queue_for(session, spec)
+    _check_memory(spec, info, queue, settings)
+    return queue
+
+
+def check_objective(*, session: Session, owner: Owner, spec: JobSpec, field: str,
+                    metric: str) -> None:
+    """422 on `field` unless every epoch of a job of this spec records `metric`."""
+    info = resolve_dataset(session=session, owner=owner, ref=spec.dataset)
+    check_recorded(field, metric, spec.model.arch, *_split(spec, info))
+
+
 def create_job(*, session: Session, sender: Celery, settings: Settings, owner: Owner,
                spec: JobSpec, idempotency_key: str | None) -> tuple[Job, bool]:
     """Record the job, then send its wake-up call. Returns (job, created)."""
@@ -132,12 +163,7 @@ def create_job(*, session: Session, sender: Celery, settings: Settings, owner: O
             Job.owner_id == owner.id, Job.idempotency_key == idempotency_key)).scalar_one_or_none()
         if existing is not None:
             return existing, False
-    info = resolve_dataset(session=session, owner=owner, ref=spec.dataset)
-    _check_fits(spec, info)
-    if spec.init_from:
-        _check_init_from(session, owner, spec, info)
-    queue = _queue_for(session, spec)
-    _check_memory(spec, info, queue, settings)
+    queue = check_job(session=session, settings=settings, owner=owner, spec=spec)
     active = session.execute(select(func.count()).select_from(Job).where(
         Job.owner_id == owner.id, Job.status.in_(ACTIVE))).scalar_one()
     if active >= settings.max_queued_jobs_per_owner:

@@ -131,9 +131,47 @@ class Job(Base):
     sent_at: Mapped[datetime | None]
     # Why a queued job has not been handed to the broker (core/dispatch.py); null once sent.
     waiting_reason: Mapped[str | None] = mapped_column(Text)
+    # The sweep this job is a trial of (core/sweeps/), if any.
+    sweep_id: Mapped[str | None] = mapped_column(ForeignKey("sweeps.id", ondelete="CASCADE"),
+                                                 index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+
+
+class Sweep(Base):
+    """A hyperparameter search (core/sweeps/): its request, and where it stands. Its trials
+    are rows of sweep_trials, each with its job."""
+
+    __tablename__ = "sweeps"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    owner_id: Mapped[str] = mapped_column(ForeignKey("owners.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    # A SweepStatus; set and changed only by core/lifecycle.py.
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    # The request as validated (core/sweeps/spec.py SweepSpec), base spec with defaults.
+    spec: Mapped[dict[str, Any]]
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+
+
+class SweepTrial(Base):
+    """One trial: its number in the sweep (unique, so that processes driving the sweep at
+    once create each trial once), the parameters it was given, and the searcher's notes on
+    it (Optuna's system attributes: a grid point, the rungs ASHA has seen it reach)."""
+
+    __tablename__ = "sweep_trials"
+    __table_args__ = (UniqueConstraint("sweep_id", "number"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    sweep_id: Mapped[str] = mapped_column(ForeignKey("sweeps.id", ondelete="CASCADE"))
+    number: Mapped[int] = mapped_column(Integer)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), unique=True)
+    params: Mapped[dict[str, Any]]
+    system_attrs: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class EpochMetric(Base):

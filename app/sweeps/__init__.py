@@ -1,0 +1,1 @@
+"""/v1/sweeps: hyperparameter searches whose trials are jobs (core/sweeps/)."""
