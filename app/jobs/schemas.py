@@ -34,6 +34,7 @@ class JobOut(BaseModel):
     device: str | None = Field(description="where it trained, once it started")
     queue: str = Field(description="the worker queue it was routed to: cpu or gpu")
     cancel_requested: bool
+    sweep_id: str | None = Field(None, description="the sweep this job is a trial of")
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None

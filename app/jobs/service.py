@@ -228,6 +228,7 @@ def to_out(job: Job, model_id: str | None) -> JobOut:
         waiting_reason=job.waiting_reason if job.status == JobStatus.QUEUED else None,
         failure_kind=job.failure_kind, model_id=model_id,
         device=job.device_used, queue=job.queue, cancel_requested=job.cancel_requested,
+        sweep_id=job.sweep_id,
         created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at)
 
 
