@@ -17,11 +17,12 @@ from typing import Any, TextIO
 import httpx
 import yaml
 
-from core.lifecycle import TERMINAL
+from core.lifecycle import TERMINAL, SweepStatus
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 # A dropped event stream is resumed from its last id; give up after this long without one.
 RECONNECT_SECONDS = 60.0
+SWEEP_ENDED = frozenset(SweepStatus) - {SweepStatus.RUNNING}
 
 
 class ClientError(Exception):
@@ -138,6 +139,29 @@ class ApiClient:
             time.sleep(1.0)  # a pause between reconnects, so a restarting API is not hammered
 
 
+    def sweep_events(self, sweep_id: str) -> Iterator[Event]:
+        """The sweep's events to its end. A dropped stream is opened again; the server then
+        sends every trial's current state again (its events are states, not deltas)."""
+        deadline = time.monotonic() + RECONNECT_SECONDS
+        while True:
+            try:
+                with self.http.stream("GET", f"/v1/sweeps/{sweep_id}/events",
+                                      timeout=httpx.Timeout(30.0, read=None)) as response:
+                    if response.status_code >= 400:
+                        response.read()
+                        raise ClientError(f"{response.status_code}: "
+                                          f"{_describe(response.json().get('detail'))}")
+                    for event in parse_sse(response.iter_lines()):
+                        deadline = time.monotonic() + RECONNECT_SECONDS
+                        yield event
+                        if event.event == "status" and event.data["status"] in SWEEP_ENDED:
+                            return
+            except httpx.TransportError as exc:
+                if time.monotonic() > deadline:
+                    raise ClientError(f"the event stream dropped: {exc}") from exc
+            time.sleep(1.0)
+
+
 def _describe(detail: Any) -> str:
     """FastAPI's validation list as `field: reason; ...`, anything else as it is."""
     if isinstance(detail, list):
@@ -249,6 +273,29 @@ def job_table(jobs: list[dict[str, Any]]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
                      for row in rows)
+
+
+def sweep_table(sweeps: list[dict[str, Any]]) -> str:
+    rows = [("ID", "STATUS", "TRIALS", "BEST", "EPOCHS", "NAME", "CREATED")]
+    for sweep in sweeps:
+        best = sweep.get("best")
+        rows.append((sweep["id"], sweep["status"],
+                     f"{len(sweep['trials'])}/{sweep['spec']['max_trials']}",
+                     f"{best['value']:.4f}" if best else "-",
+                     f"{sweep['epochs']['run']}/{sweep['epochs']['budget']}",
+                     sweep["name"], sweep["created_at"][:19]))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+                     for row in rows)
+
+
+def trial_line(trial: dict[str, Any]) -> str:
+    value = trial.get("value")
+    params = " ".join(f"{k}={json.dumps(v)}" for k, v in trial["params"].items())
+    return (f"trial {trial['number']:>3} {trial['status']:<9} epochs {trial['epochs']:>4} "
+            f"value {value:.4f}  {params}" if isinstance(value, int | float) else
+            f"trial {trial['number']:>3} {trial['status']:<9} epochs {trial['epochs']:>4} "
+            f"value -       {params}")
 
 
 def predict_body(text: str, top_k: int) -> dict[str, Any]:

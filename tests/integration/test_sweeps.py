@@ -3,11 +3,15 @@ some, and a sweep survives its API and every worker being killed."""
 
 import json
 import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from tests.integration.service import FAST_SETTINGS, Service, poll
 from tests.integration.specs import SEED_MLP, small_mlp
@@ -165,3 +169,32 @@ def test_bad_sweeps_are_422_naming_the_field_and_store_nothing(
     assert any(f.startswith(field) for f in fields), (fields, response.text)
     assert message in response.text
     assert [service.sql(f"SELECT count(*) FROM {t}")[0][0] for t in ("sweeps", "jobs")] == before
+
+
+@pytest.mark.sqlite_only
+def test_the_cli_submits_watches_lists_and_cancels_sweeps(service: Service,
+                                                          tmp_path: Path) -> None:
+    body = sweep_body(max_trials=3, sampler="random", pruner={"name": "median"})
+    body["base"]["training"]["epochs"] = 3
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(body))
+    watched = cli(service, "sweeps", "submit", str(path), "--watch")
+    assert watched.returncode == 0, watched.stderr
+    sweep_id, *lines = watched.stdout.splitlines()
+    assert [line.split()[:3] for line in lines if line.startswith("trial")][-1][:2] == [
+        "trial", "2"]
+    assert lines[-1].startswith(f"{sweep_id} succeeded; epochs ")
+    listed = cli(service, "sweeps", "list")
+    assert sweep_id in listed.stdout and "3/3" in listed.stdout
+    again = cli(service, "sweeps", "cancel", sweep_id)
+    assert again.returncode == 1 and "409: the sweep is already succeeded" in again.stderr
+    bad = cli(service, "sweeps", "submit", "-", stdin=json.dumps({**body, "max_concurrent": 0}))
+    assert bad.returncode == 1 and "max_concurrent" in bad.stderr
+
+
+def cli(service: Service, *args: str, stdin: str | None = None
+        ) -> subprocess.CompletedProcess[str]:
+    env = {**service.env, "TRAINSERVE_URL": service.base_url,
+           "TRAINSERVE_API_KEY": service.keys["alice"]}
+    return subprocess.run([sys.executable, "-m", "app.cli", *args], env=env, input=stdin,
+                          capture_output=True, text=True, timeout=300)
