@@ -45,7 +45,8 @@ Events:
 
 - `event: status`, `data: {"status", "epoch", "epochs", "error", "model_id", "metrics"}`:
   sent first with the current status, then on every change; the last event of a stream
-  is always a status event with `succeeded`, `failed` or `cancelled`.
+  is always a status event with `succeeded`, `failed`, `cancelled` or (a sweep's trial)
+  `pruned`.
 - `event: metrics`, `data: {"epoch": 12, "train_loss": ..., ...}`: one per epoch, in
   order, each exactly once (the same rows as `GET /v1/jobs/{id}/metrics`).
 

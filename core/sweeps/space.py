@@ -98,18 +98,19 @@ def probes(space: dict[str, Dimension]) -> Iterator[tuple[str, Any]]:
 
 def grid(space: dict[str, Dimension]) -> dict[str, list[Any]]:
     """The grid sampler's points, in the study's terms; only discrete dimensions have one."""
-    points: dict[str, list[Any]] = {}
+    axes: dict[str, range] = {}
     for path, dim in space.items():
         if isinstance(dim, FloatRange):
             raise SpaceError(path, f"the grid sampler needs discrete values; '{dim.type}' "
                              "is continuous: use int with a step, or categorical")
         if isinstance(dim, IntRange) and dim.log:
             raise SpaceError(path, "the grid sampler takes int ranges without log")
-        points[path] = (list(range(len(dim.values))) if isinstance(dim, Categorical)
-                        else list(range(dim.low, dim.high + 1, dim.step)))
-    if math.prod(len(values) for values in points.values()) > MAX_GRID:
+        axes[path] = (range(len(dim.values)) if isinstance(dim, Categorical)
+                      else range(dim.low, dim.high + 1, dim.step))
+    # Counted before any list is made: a range may be astronomically long.
+    if math.prod(len(values) for values in axes.values()) > MAX_GRID:
         raise SpaceError("space", f"the grid has more than {MAX_GRID:,} points")
-    return points
+    return {path: list(values) for path, values in axes.items()}
 
 
 def grid_size(space: dict[str, Dimension]) -> int:

@@ -13,7 +13,7 @@ PATH = r"^[a-z_]+(\.[a-z_]+)*$"
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class FloatRange(Strict):

@@ -13,6 +13,7 @@ import httpx
 import pytest
 import yaml
 
+from bench import sweep_efficiency
 from tests.integration.service import FAST_SETTINGS, Service, poll
 from tests.integration.specs import SEED_MLP, small_mlp
 
@@ -198,3 +199,22 @@ def cli(service: Service, *args: str, stdin: str | None = None
            "TRAINSERVE_API_KEY": service.keys["alice"]}
     return subprocess.run([sys.executable, "-m", "app.cli", *args], env=env, input=stdin,
                           capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+@pytest.mark.sqlite_only
+def test_a_12_trial_asha_sweep_of_the_seed_mlp_reaches_975(service: Service) -> None:
+    """Issue 20, acceptance 1: lr, rho and the hidden layers of the seed's MLP on digits,
+    20 epochs at most, TPE with ASHA: at least one trial pruned, the best at 0.975
+    validation accuracy or more, and fewer epochs run than 12 x 20."""
+    client = service.client()
+    sweep = submit(client, sweep_efficiency.sweep_body(
+        "seed-mlp-asha", sweep_efficiency.ASHA, trials=12, concurrent=2, sampler="tpe"))
+    done = wait_sweep(client, sweep["id"], timeout=3600)
+    assert done["status"] == "succeeded", done
+    assert_whole(service, done, 12)
+    assert any(t["status"] == "pruned" for t in done["trials"])
+    assert done["best"]["value"] >= 0.975, done["best"]
+    assert done["epochs"]["budget"] == 12 * 20
+    assert done["epochs"]["run"] < done["epochs"]["budget"]
+    print(f"best {done['best']}; epochs {done['epochs']}")

@@ -178,3 +178,16 @@ def test_grid_needs_discrete_dimensions() -> None:
     with pytest.raises(space.SpaceError) as info:
         space.grid(sweep().space)
     assert info.value.field == "optimizer.lr"
+
+
+def test_a_grid_too_large_is_refused_before_it_is_built() -> None:
+    spec = sweep(space={"training.seed": {"type": "int", "low": 0, "high": 2**31 - 1},
+                        "training.batch_size": {"type": "int", "low": 1, "high": 64}})
+    with pytest.raises(space.SpaceError) as info:
+        space.grid(spec.space)
+    assert info.value.field == "space"
+
+
+def test_infinite_bounds_are_refused() -> None:
+    with pytest.raises(ValidationError):
+        sweep(space={"optimizer.lr": {"type": "uniform", "low": "-Infinity", "high": 1}})
