@@ -57,7 +57,12 @@ class JobCallbacks:
         # Short epochs are recorded a few at a time: one commit per epoch would bound a
         # tiny model's speed by the database's.
         self._pending.append((epoch, metrics))
-        if time.monotonic() - self._flushed >= METRICS_FLUSH_SECONDS:
+        if self._sweep_id is not None:
+            # A sweep's trial waits for its pruner's word on each epoch before the next one
+            # starts, so that a pruned trial stops at the epoch it was judged on.
+            self.flush_metrics()
+            self._writer.flush()
+        elif time.monotonic() - self._flushed >= METRICS_FLUSH_SECONDS:
             self.flush_metrics()
 
     def flush_metrics(self) -> None:

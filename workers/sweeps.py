@@ -32,8 +32,12 @@ def check_prune(rt: Runtime, job_id: str, sweep_id: str, since: int,
         if spec.pruner.name == "none":
             return
         trials = records.load(session, sweep_id, spec.objective.metric)
-        pruned, attrs = study.prune(spec, trials, number=trial.number, since=since,
-                                    epochs=spec.base["training"]["epochs"])
+        try:
+            pruned, attrs = study.prune(spec, trials, number=trial.number, since=since,
+                                        epochs=spec.base["training"]["epochs"])
+        except Exception:  # the searcher's own failure must not fail the trial: it goes on
+            log.exception("job %s: the sweep's pruner raised; not pruned", job_id)
+            return
         if attrs != trial.system_attrs:
             session.execute(update(SweepTrial).where(SweepTrial.job_id == job_id)
                             .values(system_attrs=attrs))
