@@ -12,9 +12,9 @@ from core.sweeps.study import TrialRecord
 
 
 def trial_rows(session: Session, sweep_id: str) -> list[tuple[SweepTrial, Job]]:
-    return list(session.execute(
+    return [(trial, job) for trial, job in session.execute(
         select(SweepTrial, Job).join(Job, Job.id == SweepTrial.job_id)
-        .where(SweepTrial.sweep_id == sweep_id).order_by(SweepTrial.number)).tuples())
+        .where(SweepTrial.sweep_id == sweep_id).order_by(SweepTrial.number))]
 
 
 def curves(session: Session, job_ids: list[str], metric: str) -> dict[str, dict[int, float]]:
