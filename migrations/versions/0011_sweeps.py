@@ -1,7 +1,7 @@
 """sweeps: hyperparameter searches, their trials, and jobs.sweep_id
 
 Revision ID: 0011
-Revises: 0008
+Revises: 0010
 """
 from collections.abc import Sequence
 
@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0011"
-down_revision: str | Sequence[str] | None = "0008"
+down_revision: str | Sequence[str] | None = "0010"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
