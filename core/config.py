@@ -30,6 +30,10 @@ class Settings(BaseSettings):
     worker_keep_freed_mb: int = Field(1024, ge=0, le=2047)
     # Inference threads in the API process, kept small so training elsewhere never starves it.
     inference_threads: int = Field(1, ge=1, le=64)
+    # ...and for a lone request, when the machine has that many cores free right now
+    # (app/serving/threads.py); 0 means the CPUs this process may use, at most 4. Set it to
+    # inference_threads to keep every forward pass on that many.
+    inference_idle_threads: int = Field(0, ge=0, le=64)
     model_cache_size: int = Field(8, ge=1, le=1024)
 
     lease_seconds: float = Field(30.0, gt=0, description="how long a worker's claim on a job lasts")

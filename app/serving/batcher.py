@@ -5,7 +5,9 @@ queued (up to `max_batch`), groups it by model and kind, runs each group as one 
 answers every request on its own future. While the thread computes one batch the next one
 gathers, so batches grow with load by themselves. Only when the previous batch showed
 concurrent traffic does the thread also wait, at most `max_delay` after the first request
-arrived, for more to join; a lone caller never waits.
+arrived, for more to join; a lone caller never waits. Before each batch the thread calls
+`pace(alone)`, alone meaning one request with nothing queued after a batch of one: what the
+API uses to let a lone forward pass use idle cores (threads.ThreadPolicy).
 
 The event loop never runs a forward pass, so it keeps parsing requests while the model
 computes (torch releases the GIL inside its kernels).
@@ -38,10 +40,12 @@ class _Request:
 
 class MicroBatcher:
     def __init__(self, *, max_batch: int, max_delay: float, name: str = "inference",
-                 setup: Callable[[], None] | None = None) -> None:
+                 setup: Callable[[], None] | None = None,
+                 pace: Callable[[bool], None] | None = None) -> None:
         self.max_batch = max_batch
         self.max_delay = max_delay
         self._setup = setup
+        self._pace = pace
         self._queue: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
         self.batches = 0  # forward passes run
@@ -72,10 +76,21 @@ class MicroBatcher:
             if first is None:
                 return
             batch, stop = self._gather(first, wait=concurrent)
+            alone = len(batch) == 1 and not concurrent
             concurrent = len(batch) > 1
+            self._call_pace(alone)
             self._run(batch)
             if stop:
                 return
+
+    def _call_pace(self, alone: bool) -> None:
+        if self._pace is None:
+            return
+        try:
+            self._pace(alone)
+        except Exception:  # a tuning hook must never take the inference thread down
+            log.exception("the batcher's pace hook failed; it is no longer called")
+            self._pace = None
 
     def _gather(self, first: _Request, *, wait: bool) -> tuple[list[_Request], bool]:
         batch = [first]

@@ -28,23 +28,30 @@ log = logging.getLogger(__name__)
 FUSED_LSTM_AVAILABLE = (torch.backends.mkldnn.is_available()
                         and hasattr(torch.ops.aten, "mkldnn_rnn_layer"))
 ONEDNN_LSTM_MODE = 2
-# From this many texts a batch goes through oneDNN: its fixed cost per call (re-laying out
-# the weights) is repaid from about five texts on (bench/predict_load.py).
+# oneDNN's layer has a fixed cost per call (re-laying out the weights into its blocked
+# format, which aten's op does on every call and cannot be handed ready) and a lower cost
+# per position than the native layer. It pays from this many texts on, whatever their
+# length (bench/predict_load.py)...
 FUSED_MIN_BATCH = 5
+# ...and for fewer, from this many positions on: one 30-character text on a 2x256 LSTM took
+# 1.1 ms through it and 1.7 ms natively on one thread (0.65 ms on two), and the two cross
+# between 10 and 20 characters.
+FUSED_MIN_CHARS = 16
 
 
 class CharPredictor(nn.Module):
     """Texts in (right-padded ids and their lengths), for each: the distribution after its
     last character, its top k, and the likeliest next character at every position.
 
-    A batch of LSTM texts runs through oneDNN's LSTM layer, padded, where it is faster than
-    the native layer (bench/predict_load.py; it depends on the CPU's GEMMs). Padding at the
-    end never reaches a text's own outputs, which are causal, so only positions a text does
-    not have are wasted. The API turns oneDNN off globally
-    (state.configure_torch: a lone text and every step of `generate` would pay its fixed
-    cost), so the layer is called by name rather than through nn.LSTM.
+    LSTM texts run through oneDNN's LSTM layer, padded, where it is faster than the native
+    layer (`uses_fused`: five texts or more, or texts of FUSED_MIN_CHARS or more; it
+    depends on the CPU's GEMMs). Padding at the end never reaches a text's own outputs,
+    which are causal, so only positions a text does not have are wasted. The API turns
+    oneDNN off globally (state.configure_torch: a short text and every step of `generate`
+    would pay its fixed cost), so the layer is called by name rather than through nn.LSTM.
     Other batches are packed, so that the recurrence of a short text stops at its end and a
-    batch costs the sum of the lengths. Shares its weights with the model."""
+    batch costs the sum of the lengths. Shares its weights with the model; the layer's
+    summed biases (which aten's op would add up on every call) are kept per model."""
 
     lstm_weights: list[torch.Tensor]
 
@@ -60,11 +67,17 @@ class CharPredictor(nn.Module):
         self.fused = (fused and FUSED_LSTM_AVAILABLE and isinstance(rnn, nn.LSTM)
                       and rnn.bias and rnn.proj_size == 0 and not rnn.bidirectional)
         self.fused_min_batch = FUSED_MIN_BATCH
+        self.fused_min_chars = FUSED_MIN_CHARS
         self.lstm_mode = ONEDNN_LSTM_MODE
-        self.lstm_weights = [getattr(rnn, f"{name}_l{layer}")
-                             for layer in range(self.num_layers)
-                             for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
-                             ] if self.fused else []
+        # Per layer: the input and recurrent weights (shared with the model), their biases
+        # summed once and a zero bias: the op adds its two biases on every call, and the sum
+        # plus zero is that same sum, bit for bit.
+        self.lstm_weights = []
+        for layer in range(self.num_layers if self.fused else 0):
+            bias = getattr(rnn, f"bias_ih_l{layer}") + getattr(rnn, f"bias_hh_l{layer}")
+            self.lstm_weights += [getattr(rnn, f"weight_ih_l{layer}"),
+                                  getattr(rnn, f"weight_hh_l{layer}"), bias,
+                                  torch.zeros_like(bias)]
 
     def encode(self, ids: torch.Tensor) -> torch.Tensor:
         # CharRNN.encode, restated: scripting CharRNN itself would compile its training
@@ -86,10 +99,14 @@ class CharPredictor(nn.Module):
                 False)[0]
         return layer_input.transpose(0, 1)
 
+    def uses_fused(self, texts: int, longest: int) -> bool:
+        """Whether a batch of `texts`, padded to `longest`, runs through oneDNN's layer."""
+        return self.fused and (texts >= self.fused_min_batch or longest >= self.fused_min_chars)
+
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor, k: int
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         x = self.encode(ids)
-        if self.fused and ids.size(0) >= self.fused_min_batch:
+        if self.uses_fused(ids.size(0), ids.size(1)):
             out = self.fused_lstm(x)
         elif ids.size(0) == 1:
             out, _ = self.rnn(x)

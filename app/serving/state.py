@@ -17,6 +17,7 @@ from app.keys.service import TTLCache
 from app.serving import inference
 from app.serving.batcher import MicroBatcher
 from app.serving.cache import LoadedModel, ModelCache
+from app.serving.threads import ThreadPolicy, usable_cpus
 from app.singleflight import SingleFlight
 from core.config import Settings
 from core.db.tables import Checkpoint, TrainedModel
@@ -26,12 +27,17 @@ from models import checkpoint as ckpt
 log = logging.getLogger(__name__)
 
 
+# The most cores a lone request's forward pass takes by default (inference_idle_threads 0).
+IDLE_THREADS_MAX = 4
+
+
 def configure_torch(threads: int) -> None:
-    """Inference shares the machine with training: keep its threads few and fixed. And turn
+    """Inference shares the machine with training: keep its threads few (the inference
+    thread widens a lone pass only onto free cores: threads.ThreadPolicy). And turn
     oneDNN off by default: its RNN path re-lays out the weights on every call (a fixed cost
-    larger than a step of `generate` and about a lone short text's whole forward pass), and
-    its convolutions are no faster than the native ones for the zoo's CNNs. Batches of
-    several texts, where its layer pays, call it by name (predictor.CharPredictor)."""
+    larger than a step of `generate` and than a lone short text's whole forward pass), and
+    its convolutions are no faster than the native ones for the zoo's CNNs. Batches and
+    texts long enough for its layer to pay call it by name (predictor.CharPredictor)."""
     torch.set_num_threads(threads)
     torch.backends.mkldnn.enabled = False
 
@@ -67,6 +73,7 @@ GIL_SWITCH_SECONDS = 0.0002
 
 def start(settings: Settings, sessions: sessionmaker[Session]) -> Serving:
     threads = settings.inference_threads
+    idle_threads = settings.inference_idle_threads or min(usable_cpus(), IDLE_THREADS_MAX)
     sys.setswitchinterval(GIL_SWITCH_SECONDS)
     configure_torch(threads)
     serving = Serving(
@@ -74,7 +81,8 @@ def start(settings: Settings, sessions: sessionmaker[Session]) -> Serving:
         cache=ModelCache(settings.model_cache_size, settings.model_cache_bytes),
         batcher=MicroBatcher(max_batch=settings.batch_max_size,
                              max_delay=settings.batch_delay_ms / 1000,
-                             setup=lambda: configure_torch(threads)).start(),
+                             setup=lambda: configure_torch(threads),
+                             pace=ThreadPolicy(threads, idle_threads)).start(),
         generators=ThreadPoolExecutor(settings.generate_threads, thread_name_prefix="generate",
                                       initializer=configure_torch, initargs=(threads,)),
         long_texts=ThreadPoolExecutor(1, thread_name_prefix="long-texts",

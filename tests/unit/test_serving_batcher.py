@@ -132,3 +132,35 @@ def test_stop_ends_the_thread() -> None:
     b = MicroBatcher(max_batch=4, max_delay=0.0).start()
     b.stop()
     assert not b._thread.is_alive()
+
+
+def test_pace_says_alone_only_for_a_lone_request_after_a_lone_one() -> None:
+    paced: list[bool] = []
+    b = MicroBatcher(max_batch=8, max_delay=0.002, pace=paced.append).start()
+    run = Recorder()
+    try:
+        async def main() -> None:
+            for i in range(3):  # one at a time: each alone
+                await b.submit("m", run, i)
+            await asyncio.gather(*(b.submit("m", run, i) for i in range(20)))
+        asyncio.run(main())
+    finally:
+        b.stop()
+    assert paced[:3] == [True, True, True]
+    assert len(paced) == len(run.batches)
+    assert any(len(batch) > 1 for batch in run.batches)
+    # Never alone in a batch of several, nor right after one.
+    for i, (alone, batch) in enumerate(zip(paced, run.batches, strict=True)):
+        assert not alone or (len(batch) == 1 and (i == 0 or len(run.batches[i - 1]) == 1))
+
+
+def test_a_failing_pace_hook_leaves_the_batcher_serving() -> None:
+    def broken(alone: bool) -> None:
+        raise RuntimeError("boom")
+    b = MicroBatcher(max_batch=8, max_delay=0.002, pace=broken).start()
+    try:
+        async def main() -> list[int]:
+            return [await b.submit("m", lambda xs: xs, i) for i in range(3)]
+        assert asyncio.run(main()) == [0, 1, 2]
+    finally:
+        b.stop()

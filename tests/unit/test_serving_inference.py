@@ -260,3 +260,33 @@ def test_a_batch_over_its_memory_bound_runs_as_several_passes(
     for a, b in zip(together, split, strict=True):
         assert a.sequence == b.sequence
         torch.testing.assert_close(a.probs, b.probs, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("lengths", [[predictor_module.FUSED_MIN_CHARS], [40], [40, 3]])
+def test_long_texts_below_five_run_through_onednn_equal_to_the_native_layer(
+        lengths: list[int]) -> None:
+    """A lone text (or a few) long enough for oneDNN's layer to pay takes it too, with the
+    native layer's answers; short ones stay native."""
+    model = char_model(embedding_dim=8)
+    fused, native = char_predictor(model), CharPredictor(model, fused=False).eval()
+    assert fused.uses_fused(len(lengths), max(lengths))
+    assert not fused.uses_fused(1, predictor_module.FUSED_MIN_CHARS - 1)
+    assert not native.uses_fused(len(lengths), max(lengths))
+    queries = [CharQuery(ids=t, top_k=3) for t in texts(7, lengths)]
+    for a, b in zip(inference.next_chars(fused, queries), inference.next_chars(native, queries),
+                    strict=True):
+        torch.testing.assert_close(a.probs, b.probs, rtol=1e-5, atol=1e-6)
+        assert a.sequence == b.sequence and [i for i, _ in a.top] == [i for i, _ in b.top]
+
+
+def test_onednn_layer_biases_are_summed_once_and_equal_the_models() -> None:
+    model = char_model()
+    predictor = CharPredictor(model)
+    rnn = model.rnn
+    for layer in range(2):
+        w_ih, w_hh, bias, zero = predictor.lstm_weights[4 * layer:4 * layer + 4]
+        assert w_ih is getattr(rnn, f"weight_ih_l{layer}")  # shared, not copied
+        assert w_hh is getattr(rnn, f"weight_hh_l{layer}")
+        assert torch.equal(bias, getattr(rnn, f"bias_ih_l{layer}")
+                           + getattr(rnn, f"bias_hh_l{layer}"))
+        assert not zero.any()
