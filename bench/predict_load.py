@@ -21,7 +21,9 @@ package) at 1 and at 32 connections:
 
 Between rounds it times the bare forward pass of both texts on one thread in this process
 (CharRNN.step under inference_mode, torch's defaults, and with oneDNN off): the reference
-for what the model alone costs.
+for what the model alone costs; and, once, what stands between the socket and the forward
+pass piece by piece (bench/predict_parts.py: parse, key, hand-offs, forward, `sequence`,
+JSON).
 
 All points are measured in one run, in alternating rounds (the median of each is reported),
 so that machine noise hits them alike; compare ratios within one run. Prints one JSON line.
@@ -47,6 +49,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.launcher import Service, free_port, launch_local, poll
+from bench.predict_parts import parts
 from models.recurrent import CharRNN, CharRNNConfig
 
 MIX_SPEC: dict[str, Any] = {
@@ -166,12 +169,17 @@ def start_naive(root: Path, env: dict[str, str]) -> tuple[str, subprocess.Popen[
     return url, process
 
 
+def bench_model() -> CharRNN:
+    """A model of the bench's shape with random weights, for the in-process figures."""
+    torch.manual_seed(0)
+    return CharRNN(CharRNNConfig(vocab_size=len(VOCAB), hidden_size=HIDDEN,
+                                 num_layers=LAYERS, embedding_dim=EMBEDDING)).eval()
+
+
 def bare_forward_ms(text: str, onednn: bool, repeats: int = 200) -> float:
     """The median time of the model alone on `text`, one thread: CharRNN.step of a random
     model of the bench's shape, in this process (the servers idle meanwhile)."""
-    torch.manual_seed(0)
-    model = CharRNN(CharRNNConfig(vocab_size=len(VOCAB), hidden_size=HIDDEN,
-                                  num_layers=LAYERS, embedding_dim=EMBEDDING)).eval()
+    model = bench_model()
     ids = torch.tensor([[VOCAB.index(c) for c in text]])
     threads, enabled = torch.get_num_threads(), torch.backends.mkldnn.enabled
     torch.set_num_threads(1)
@@ -192,6 +200,7 @@ def bare_forward_ms(text: str, onednn: bool, repeats: int = 200) -> float:
 
 
 Point = tuple[str, str, str, str, list[str]]  # base url, method, path, key, bodies
+HEALTH = {False: "/healthz", True: "/trivial"}  # trainserve's, the naive server's
 
 
 def measure(points: dict[str, Point], args: argparse.Namespace, root: Path
@@ -209,6 +218,9 @@ def measure(points: dict[str, Point], args: argparse.Namespace, root: Path
             bare.setdefault(name, []).append(forward())
         for connections in (32, 1):
             for name, (url, method, path, auth, payloads) in points.items():
+                # A server still answering the last point's abandoned requests would be
+                # measured doing that: each point starts once its server answers at once.
+                httpx.get(f"{url}{HEALTH[url == points['trivial'][0]]}", timeout=120)
                 wrk(url, method, path, auth, payloads, connections, args.warmup, root)
                 runs.setdefault(f"{name}_c{connections}", []).append(
                     wrk(url, method, path, auth, payloads, connections, args.seconds, root))
@@ -217,22 +229,23 @@ def measure(points: dict[str, Point], args: argparse.Namespace, root: Path
 
 def summary(figures: dict[str, dict[str, float]], bare: dict[str, float]) -> dict[str, Any]:
     """The issue's acceptance, from the medians."""
+    def ratio(a: float, b: float) -> float:
+        return round(a / b, 3) if b else float("inf")
     sentence1, sentence32 = figures["sentence_c1"], figures["sentence_c32"]
     healthz32 = figures["healthz_c32"]["rps"]
     out: dict[str, Any] = {
-        "sentence_c1_p50_vs_naive": round(sentence1["p50_ms"]
-                                          / figures["naive_sentence_c1"]["p50_ms"], 3),
-        "sentence_c32_vs_healthz": round(sentence32["rps"] / healthz32, 3),
-        "sentence_c32_vs_trivial": round(sentence32["rps"] / figures["trivial_c32"]["rps"], 3),
-        "sentence_c32_vs_live": round(sentence32["rps"] / figures["live_c32"]["rps"], 3),
-        "mix_c32_vs_healthz": round(figures["mix_c32"]["rps"] / healthz32, 3),
+        "sentence_c1_p50_vs_naive": ratio(sentence1["p50_ms"],
+                                          figures["naive_sentence_c1"]["p50_ms"]),
+        "sentence_c32_vs_healthz": ratio(sentence32["rps"], healthz32),
+        "sentence_c32_vs_trivial": ratio(sentence32["rps"], figures["trivial_c32"]["rps"]),
+        "sentence_c32_vs_live": ratio(sentence32["rps"], figures["live_c32"]["rps"]),
+        "mix_c32_vs_healthz": ratio(figures["mix_c32"]["rps"], healthz32),
     }
     for name in ("sentence", "text200"):
         reference = min(bare[f"{name}_default"], bare[f"{name}_native"])
-        out[f"{name}_c1_p50_vs_bare_forward"] = round(figures[f"{name}_c1"]["p50_ms"]
-                                                      / reference, 3)
-        out[f"naive_{name}_c1_p50_vs_bare_forward"] = round(
-            figures[f"naive_{name}_c1"]["p50_ms"] / reference, 3)
+        for server in (name, f"naive_{name}"):
+            out[f"{server}_c1_p50_vs_bare_forward"] = ratio(figures[f"{server}_c1"]["p50_ms"],
+                                                            reference)
     out["targets"] = {
         "sentence_c1_p50_le_1.5ms": sentence1["p50_ms"] <= 1.5,
         "sentence_c1_p50_le_0.8x_naive": out["sentence_c1_p50_vs_naive"] <= 0.8,
@@ -286,6 +299,7 @@ def main() -> None:
             }
             load_before = [round(x, 2) for x in os.getloadavg()]
             runs, bare_runs = measure(points, args, root)
+            pieces = parts(bench_model(), VOCAB, {"sentence": SENTENCE, "text200": TEXT200})
             log = service.log("api")
         finally:
             if naive is not None:
@@ -306,6 +320,7 @@ def main() -> None:
         "loadavg_after": [round(x, 2) for x in os.getloadavg()], "rate_limit": "off",
         "tool": "wrk -t1", "seconds_per_point": args.seconds, "rounds": args.rounds,
         **figures, "bare_forward_1thread_ms": bare, **summary(figures, bare),
+        "parts_in_process": pieces,
         "api_errors_logged": log.count("ERROR"),
     }))
 
