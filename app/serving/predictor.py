@@ -33,9 +33,8 @@ ONEDNN_LSTM_MODE = 2
 # per position than the native layer. It pays from this many texts on, whatever their
 # length (bench/predict_load.py)...
 FUSED_MIN_BATCH = 5
-# ...and for fewer, from this many positions on: one 30-character text on a 2x256 LSTM took
-# 1.1 ms through it and 1.7 ms natively on one thread (0.65 ms on two), and the two cross
-# between 10 and 20 characters.
+# ...and for fewer, from this many positions on: where the two layers cross for a lone text
+# on one thread (on two, oneDNN's layer splits the text's gates across them and wins by more).
 FUSED_MIN_CHARS = 16
 
 

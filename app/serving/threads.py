@@ -5,8 +5,8 @@ event loop keeps another core busy parsing the next ones. A lone request has not
 with, and at one connection the cores that serve concurrent traffic sit idle: its forward
 pass may then use `idle_threads` (torch's intra-op threads; oneDNN's LSTM layer splits one
 text's gates across them). That holds only while the machine has those cores free: an
-OpenMP team whose second thread waits for a core stalls at every barrier of the pass (on
-two cores busy with other processes, a naive server's requests took 150 ms instead of 10). So
+OpenMP team whose second thread waits for a core stalls at every barrier of the pass, and
+on a machine busy with other processes that makes a pass many times slower, not faster. So
 before each lone pass the kernel's count of runnable threads (/proc/loadavg, its fourth
 field, counting this one) is read, at the cost of one pread: more threads run only if
 they would each find a core.
@@ -55,7 +55,7 @@ class RunnableCount:
 class ThreadPolicy:
     """Called by the inference thread before each batch (MicroBatcher's `pace`): sets its
     torch threads to `idle_threads` for a lone request when that many cores are free, else
-    to `threads`. Only changes the setting when it differs (a call costs well under a µs)."""
+    to `threads`. Only changes the setting when it differs."""
 
     def __init__(self, threads: int, idle_threads: int, cpus: int | None = None,
                  runnable: RunnableCount | None = None) -> None:
