@@ -41,9 +41,9 @@ Every other move is illegal: succeeded, failed and cancelled are final, and a mo
 `training` once.
 
 Each move to succeeded, failed or cancelled also writes the owner's webhook deliveries
-(`job.succeeded`, `job.failed`, `job.cancelled`: core/webhooks/outbox.py) in the same
-session, so they commit with the transition and none is lost when a process dies between
-the commit and the send.
+(`job.succeeded`, `job.failed`, `job.cancelled`, `job.pruned`: core/webhooks/outbox.py), and each end of
+a sweep its `sweep.completed`, in the same session, so they commit with the transition and
+none is lost when a process dies between the commit and the send.
 """
 
 from datetime import datetime, timedelta
@@ -292,18 +292,33 @@ def finish_sweep(session: Session, sweep_id: str, *, succeeded: bool,
                  error: str | None = None) -> bool:
     """Running -> succeeded (a trial completed or was pruned) or failed (every trial failed,
     or `error`)."""
-    return _run(session, update(Sweep).where(Sweep.id == sweep_id,
-                                             Sweep.status == SweepStatus.RUNNING).values(
+    return _announce_sweep(session, update(Sweep).where(
+        Sweep.id == sweep_id, Sweep.status == SweepStatus.RUNNING).values(
         status=SweepStatus.SUCCEEDED if succeeded else SweepStatus.FAILED, error=error,
-        finished_at=utcnow())) == 1
+        finished_at=utcnow()))
 
 
 def cancel_sweep(session: Session, sweep_id: str) -> bool:
     """Running -> cancelled: no trial is made after this commits (the driver's claim of a
     new trial is conditional on `running`); the caller cancels the active trials."""
-    return _run(session, update(Sweep).where(Sweep.id == sweep_id,
-                                             Sweep.status == SweepStatus.RUNNING).values(
-        status=SweepStatus.CANCELLED, finished_at=utcnow())) == 1
+    return _announce_sweep(session, update(Sweep).where(
+        Sweep.id == sweep_id, Sweep.status == SweepStatus.RUNNING).values(
+        status=SweepStatus.CANCELLED, finished_at=utcnow()))
+
+
+def _announce_sweep(session: Session, statement: Any) -> bool:
+    """Run a sweep's ending UPDATE; if it moved, write its `sweep.completed` deliveries in
+    the same session (whatever the end: the payload's status says which)."""
+    row = session.execute(statement.returning(Sweep.id, Sweep.owner_id, Sweep.name,
+                                              Sweep.status, Sweep.error, Sweep.finished_at)
+                          .execution_options(synchronize_session=False)).first()
+    if row is None:
+        return False
+    sweep_id, owner_id, name, status, error, finished_at = row
+    outbox.enqueue(session, owner_id, "sweep.completed", {
+        "sweep_id": sweep_id, "name": name, "status": status, "error": error,
+        "finished_at": finished_at.isoformat() if finished_at else None})
+    return True
 
 
 def keep_sweep_running(session: Session, sweep_id: str) -> bool:

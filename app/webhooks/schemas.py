@@ -5,8 +5,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-EventName = Literal["job.succeeded", "job.failed", "job.cancelled", "sweep.completed",
-                    "alias.moved"]
+EventName = Literal["job.succeeded", "job.failed", "job.cancelled", "job.pruned",
+                    "sweep.completed", "alias.moved"]
 
 
 class WebhookIn(BaseModel):

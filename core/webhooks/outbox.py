@@ -8,8 +8,10 @@ deliverer.py) then sends each row until the receiver answers 2xx or the retry wi
 at least once, so receivers dedupe on the delivery id.
 
 Events (`EVENTS`), and who announces them:
-    job.succeeded, job.failed, job.cancelled   core/lifecycle.py, with the job's transition
-    sweep.completed                            the sweeps package, when a sweep ends
+    job.succeeded, job.failed, job.cancelled,  core/lifecycle.py, with the job's transition
+    job.pruned (a sweep's trial)
+    sweep.completed                            core/lifecycle.py, when a sweep ends
+                                               (succeeded, failed or cancelled)
     alias.moved                                app/registry/service.py, when an alias is set,
                                                moved or removed ({"name", "alias",
                                                "versions": {"1": 1.0} or null})
@@ -33,7 +35,8 @@ from sqlalchemy.orm import Session
 
 from core.db.tables import Webhook, WebhookDelivery, utcnow
 
-EVENTS = ("job.succeeded", "job.failed", "job.cancelled", "sweep.completed", "alias.moved")
+EVENTS = ("job.succeeded", "job.failed", "job.cancelled", "job.pruned", "sweep.completed",
+          "alias.moved")
 
 
 class DeliveryStatus(StrEnum):

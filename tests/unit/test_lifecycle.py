@@ -21,13 +21,14 @@ from core.db.tables import (
     Checkpoint,
     Job,
     Owner,
+    Sweep,
     TrainedModel,
     Webhook,
     WebhookDelivery,
     new_id,
     utcnow,
 )
-from core.lifecycle import TERMINAL, FailureKind, JobStatus, ModelStatus
+from core.lifecycle import TERMINAL, FailureKind, JobStatus, ModelStatus, SweepStatus
 from core.webhooks.outbox import EVENTS
 from tests.unit.databases import BACKENDS, database_url
 
@@ -102,6 +103,8 @@ TRANSITIONS: dict[str, tuple[Move, set[str], JobStatus, ModelStatus]] = {
                  HELD, JobStatus.FAILED, ModelStatus.UNAVAILABLE),
     "hand_back": (lambda s, j, _: lifecycle.hand_back(s, j, worker=ME),
                   HELD, JobStatus.QUEUED, ModelStatus.TRAINING),
+    "prune": (lambda s, j, _: lifecycle.prune(s, j, worker=ME),
+              HELD, JobStatus.PRUNED, ModelStatus.UNAVAILABLE),
 }
 
 
@@ -289,3 +292,28 @@ def test_the_status_sets_partition_the_statuses() -> None:
     assert lifecycle.ACTIVE | lifecycle.TERMINAL == set(JobStatus) == lifecycle.STATUSES
     assert not lifecycle.ACTIVE & lifecycle.TERMINAL
     assert "running" in lifecycle.ACTIVE and "failed" in lifecycle.TERMINAL
+
+
+SWEEP_ENDS: dict[str, tuple[Callable[[Session, str], bool], SweepStatus]] = {
+    "finish_succeeded": (lambda s, i: lifecycle.finish_sweep(s, i, succeeded=True),
+                         SweepStatus.SUCCEEDED),
+    "finish_failed": (lambda s, i: lifecycle.finish_sweep(s, i, succeeded=False,
+                                                          error="every trial failed"),
+                      SweepStatus.FAILED),
+    "cancel": (lifecycle.cancel_sweep, SweepStatus.CANCELLED),
+}
+
+
+@pytest.mark.parametrize("end", SWEEP_ENDS)
+def test_a_sweep_ends_once_and_announces_it_once(session: Session, end: str) -> None:
+    call, status = SWEEP_ENDS[end]
+    owner_id = make_job(session, "queued").owner_id  # an owner with a webhook for every event
+    sweep = Sweep(owner_id=owner_id, name="s", status=SweepStatus.RUNNING, spec={})
+    session.add(sweep)
+    session.flush()
+    assert call(session, sweep.id) is True
+    assert call(session, sweep.id) is False  # ended: no second move, no second delivery
+    session.refresh(sweep)
+    announced = [(d.event, d.payload["sweep_id"], d.payload["status"]) for d in session.execute(
+        select(WebhookDelivery).where(WebhookDelivery.owner_id == owner_id)).scalars()]
+    assert (sweep.status, announced) == (status, [("sweep.completed", sweep.id, status)])
