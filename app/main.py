@@ -9,6 +9,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app import errors, observability
 from app.access import document_refusals
+from app.admin.router import router as admin_router
 from app.audit.middleware import AuditMiddleware
 from app.audit.router import router as audit_router
 from app.bodies import BodyGuard
@@ -29,6 +30,7 @@ from app.serving.router import router as models_router
 from app.serving.v2_router import router as v2_router
 from app.singleflight import SingleFlight
 from app.sweeps.router import router as sweeps_router
+from app.usage.router import router as usage_router
 from app.webhooks.deliverer import Deliverer
 from app.webhooks.router import router as webhooks_router
 from core.broker import make_sender
@@ -98,7 +100,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.version_metrics = VersionMetrics()
     for router in (health_router, models_router, v2_router, jobs_router, events_router,
                    sweeps_router, datasets_router, registry_router, dashboard_router,
-                   audit_router, webhooks_router):
+                   audit_router, webhooks_router, admin_router, usage_router):
         app.include_router(router)
     document_refusals(app)
     return app

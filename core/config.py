@@ -50,6 +50,9 @@ class Settings(BaseSettings):
         "and hand themselves back before it ends them (they resume from their last checkpoint)")
     resend_after_seconds: float = Field(
         60.0, gt=0, description="a queued job not taken this long after its send is sent again")
+    preempt_after_seconds: float = Field(
+        30.0, gt=0, description="a queued high or urgent job that no worker took this long "
+        "after its submission preempts a running job of lower priority")
     max_upload_bytes: int = Field(256 * 1024 * 1024, ge=1)
     # Any other request body (JSON, v2's binary tensors): 413 past this. 16 MiB holds 1,024
     # flattened 28x28 examples as JSON, or 1,024 CIFAR-10 images as v2 binary FP32.

@@ -25,6 +25,10 @@ Jobs
     time_out         held                                   failed (user: its time limit)
     prune            held                                   pruned (a sweep's pruner stopped it)
     hand_back        held                                   queued (attempt given back)
+    request_preempt  running, preemptible, preemptions < 3,  unchanged, preempt_requested set
+                     no cancel or preempt requested
+    preempt          held, preempt requested                queued (attempt given back,
+                                                            preemptions +1)
 
 Models (the record of a job's newest or best checkpoint)
     start_model      (new row, at the job's first checkpoint)  training
@@ -40,9 +44,9 @@ Sweeps (core/sweeps/; their trials are jobs, moved by the transitions above)
 Every other move is illegal: succeeded, failed and cancelled are final, and a model leaves
 `training` once.
 
-Each move to succeeded, failed or cancelled also writes the owner's webhook deliveries
-(`job.succeeded`, `job.failed`, `job.cancelled`, `job.pruned`: core/webhooks/outbox.py), and each end of
-a sweep its `sweep.completed`, in the same session, so they commit with the transition and
+Each move to succeeded, failed, cancelled or pruned also writes the owner's webhook
+deliveries (`job.succeeded`, `job.failed`, `job.cancelled`, `job.pruned`:
+core/webhooks/outbox.py), and each end of a sweep its `sweep.completed`, in the same session, so they commit with the transition and
 none is lost when a process dies between the commit and the send.
 """
 
@@ -92,6 +96,7 @@ class StopReason(StrEnum):
     PRUNE = "prune"  # -> prune
     TIME_LIMIT = "time_limit"  # -> time_out
     SHUTDOWN = "shutdown"  # -> hand_back
+    PREEMPT = "preempt"  # -> preempt
     LEASE_LOST = "lease_lost"  # nothing: the job is not ours any more
     WRITE_FAILED = "write_failed"  # the recorder could not write; the job is left to retry
 
@@ -158,15 +163,19 @@ def claim(session: Session, job_id: str, *, worker: str, lease_seconds: float,
     now = utcnow()
     return _run(session, update(Job).where(*_waiting(job_id, now), Job.attempts < max_attempts)
                 .values(status=JobStatus.RUNNING, lease_owner=worker,
-                        attempts=Job.attempts + 1,
+                        attempts=Job.attempts + 1, preempt_requested=False,
                         lease_expires_at=now + timedelta(seconds=lease_seconds),
                         started_at=func.coalesce(Job.started_at, now))) == 1
 
 
-def renew(session: Session, job_id: str, *, worker: str, lease_seconds: float) -> bool:
-    """Held -> held for another `lease_seconds`; False means the lease is lost."""
+def renew(session: Session, job_id: str, *, worker: str, lease_seconds: float,
+          device_seconds: float = 0.0, examples: int = 0) -> bool:
+    """Held -> held for another `lease_seconds`, with the usage since the last renewal added
+    in the same UPDATE; False means the lease is lost (and nothing was added)."""
     return _run(session, update(Job).where(*_held(job_id, worker)).values(
-        lease_expires_at=utcnow() + timedelta(seconds=lease_seconds))) == 1
+        lease_expires_at=utcnow() + timedelta(seconds=lease_seconds),
+        device_seconds=Job.device_seconds + device_seconds,
+        examples=Job.examples + examples)) == 1
 
 
 def hold(session: Session, job_id: str, *, worker: str, **values: Any) -> bool:
@@ -183,7 +192,8 @@ def take_back(session: Session) -> list[str]:
     resumed elsewhere. Returns the ids taken back."""
     return list(session.execute(
         update(Job).where(Job.status == JobStatus.RUNNING, Job.lease_expires_at < utcnow())
-        .values(status=JobStatus.QUEUED, lease_owner=None, lease_expires_at=None, sent_at=None)
+        .values(status=JobStatus.QUEUED, lease_owner=None, lease_expires_at=None, sent_at=None,
+                preempt_requested=False)
         .returning(Job.id)).scalars())
 
 
@@ -277,7 +287,29 @@ def hand_back(session: Session, job_id: str, *, worker: str) -> bool:
     is given back too: only deliveries that failed count towards the cap."""
     return _run(session, update(Job).where(*_held(job_id, worker)).values(
         status=JobStatus.QUEUED, lease_owner=None, lease_expires_at=None, sent_at=None,
-        attempts=Job.attempts - 1)) == 1
+        attempts=Job.attempts - 1, preempt_requested=False)) == 1
+
+
+# -- jobs: preempted --------------------------------------------------------------------------
+
+def request_preempt(session: Session, job_id: str, *, max_preemptions: int) -> bool:
+    """Running, preemptible, preempted fewer than `max_preemptions` times, and neither a
+    cancel nor a preemption requested: flag it. Its worker reads the flag as it reads a
+    cancel, checkpoints, and hands the job back (preempt)."""
+    return _run(session, update(Job).where(
+        Job.id == job_id, Job.status == JobStatus.RUNNING, Job.preemptible.is_(True),
+        Job.preemptions < max_preemptions, Job.cancel_requested.is_(False),
+        Job.preempt_requested.is_(False)).values(preempt_requested=True)) == 1
+
+
+def preempt(session: Session, job_id: str, *, worker: str) -> bool:
+    """Held with a preemption requested -> queued, to resume from its checkpoint once a
+    worker is free. Like hand_back, the attempt is given back; the preemption is counted."""
+    return _run(session, update(Job).where(*_held(job_id, worker),
+                                           Job.preempt_requested.is_(True)).values(
+        status=JobStatus.QUEUED, lease_owner=None, lease_expires_at=None, sent_at=None,
+        attempts=Job.attempts - 1, preemptions=Job.preemptions + 1,
+        preempt_requested=False)) == 1
 
 
 # -- sweeps ----------------------------------------------------------------------------------

@@ -218,6 +218,13 @@ class JobSpec(Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     init_from: str | None = Field(None, description="a job id: start from the weights of the "
                                   "model it produced (same architecture and data shape)")
+    priority: Literal["low", "normal", "high", "urgent"] = Field(
+        "normal", description="which queued job a free worker takes first (then the owner "
+        "with the fewest running jobs, then the oldest); `high` and `urgent` jobs that wait "
+        "preempt running jobs of lower priority; `urgent` is for admin keys (403 otherwise)")
+    preemptible: bool = Field(True, description="whether a waiting higher-priority job may "
+                              "preempt this one (it checkpoints and resumes later, exactly); "
+                              "false is for admin keys (403 otherwise)")
 
     @field_validator("init_from")
     @classmethod

@@ -1,5 +1,6 @@
 """A cancel reaches the training loop within a fraction of a second, not at the next
-heartbeat.
+heartbeat. A preemption (workers/preemption.py) arrives the same way, through its own flag
+in the same read.
 
 A thread reads the job's cancel flag every `cancel_poll_seconds` (0.25 s by default) and
 turns it into the stop reason that the loop reads between batches, so a cancel stops the
@@ -38,19 +39,23 @@ class CancelWatch(Periodic):
         super().__init__(f"cancel-{job_id}", rt.settings.cancel_poll_seconds)
         self._rt, self._job_id, self._target = rt, job_id, target
 
-    def requested(self) -> bool:
+    def requested(self) -> StopReason | None:
+        """A cancel, or a preemption (the reconciler's), in one read of the job's flags."""
         with self._rt.sessions() as session:
-            return bool(session.execute(select(Job.cancel_requested)
-                                        .where(Job.id == self._job_id)).scalar())
+            flags = session.execute(select(Job.cancel_requested, Job.preempt_requested)
+                                    .where(Job.id == self._job_id)).first()
+        if flags is None:
+            return None
+        return StopReason.CANCEL if flags[0] else StopReason.PREEMPT if flags[1] else None
 
     def done(self) -> bool:
         return self._target.reason is not None
 
     def tick(self) -> None:
         try:
-            cancel = self.requested()
+            reason = self.requested()
         except Exception as exc:
             log.debug("cancel check for %s failed: %s", self._job_id, type(exc).__name__)
             return
-        if cancel:
-            self._target.request_stop(StopReason.CANCEL)
+        if reason is not None:
+            self._target.request_stop(reason)

@@ -1,11 +1,12 @@
 """Leases on job rows: one conditional UPDATE takes a job, a heartbeat thread keeps it."""
 
 import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from core import lifecycle
 from core.db.engine import session_scope
@@ -26,14 +27,9 @@ class Claim:
     sweep_id: str | None = None
 
 
-def claim(rt: Runtime, job_id: str) -> Claim | None:
-    """Take the job if nobody holds a live lease on it and it has attempts left; None means
-    someone else has it, it has ended, or its attempts are spent (see give_up)."""
+def read_claim(rt: Runtime, job_id: str) -> Claim:
+    """What the runner needs of a job this worker has just claimed (workers/scheduler.py)."""
     with session_scope(rt.sessions) as session:
-        if not lifecycle.claim(session, job_id, worker=rt.name,
-                               lease_seconds=rt.settings.lease_seconds,
-                               max_attempts=rt.settings.max_attempts):
-            return None
         job = session.execute(select(Job).where(Job.id == job_id)).scalar_one()
         assert job.started_at is not None  # set by the claim
         return Claim(job_id=job.id, spec=job.spec, queue=job.queue,
@@ -46,34 +42,70 @@ def give_up(rt: Runtime, job_id: str) -> bool:
         return lifecycle.give_up(session, job_id, max_attempts=rt.settings.max_attempts)
 
 
-def renew(rt: Runtime, job_id: str) -> tuple[bool, bool]:
-    """Extend the lease; returns (still ours, cancel requested)."""
+def renew(rt: Runtime, job_id: str, device_seconds: float = 0.0,
+          examples: int = 0) -> tuple[bool, bool]:
+    """Extend the lease, adding the usage since the last renewal; returns (still ours,
+    cancel requested)."""
     with session_scope(rt.sessions) as session:
         if not lifecycle.renew(session, job_id, worker=rt.name,
-                               lease_seconds=rt.settings.lease_seconds):
+                               lease_seconds=rt.settings.lease_seconds,
+                               device_seconds=device_seconds, examples=examples):
             return False, False
         cancel = session.execute(select(Job.cancel_requested).where(Job.id == job_id)).scalar()
         return True, bool(cancel)
 
 
+def add_usage(rt: Runtime, job_id: str, device_seconds: float, examples: int) -> None:
+    """Usage the last renewal did not carry (the run ended between beats). Not a lease
+    write: the device was held for that time whoever holds the job now."""
+    with session_scope(rt.sessions) as session:
+        session.execute(update(Job).where(Job.id == job_id).values(
+            device_seconds=Job.device_seconds + device_seconds,
+            examples=Job.examples + examples).execution_options(synchronize_session=False))
+
+
 class Heartbeat(Periodic):
     """Renews the lease off the training thread and turns what it learns into a stop flag
-    that the loop reads between batches for free."""
+    that the loop reads between batches for free. Each renewal also adds the job's usage
+    since the last one (device-seconds from the monotonic clock, and `examples`, which the
+    run adds to), in the same UPDATE; what is left when the run ends is added on exit."""
 
     def __init__(self, rt: Runtime, job_id: str) -> None:
         super().__init__(f"heartbeat-{job_id}", rt.settings.heartbeat_seconds)
         self._rt, self._job_id = rt, job_id
         self.reason: str | None = None
+        self.examples = 0  # examples trained so far in this run
+        self._accounted_at, self._accounted_examples = time.monotonic(), 0
 
     def tick(self) -> None:
         self.beat()
 
-    def beat(self) -> None:
+    def _usage(self) -> tuple[float, float, int]:
+        now = time.monotonic()
+        return now, now - self._accounted_at, self.examples - self._accounted_examples
+
+    def _accounted(self, at: float, examples: int) -> None:
+        self._accounted_at = at
+        self._accounted_examples += examples
+
+    def __exit__(self, *exc: object) -> None:
+        super().__exit__(*exc)
+        at, seconds, examples = self._usage()
         try:
-            ours, cancel = renew(self._rt, self._job_id)
+            add_usage(self._rt, self._job_id, seconds, examples)
+            self._accounted(at, examples)
+        except Exception as error:
+            log.warning("usage of %s not recorded: %s", self._job_id, type(error).__name__)
+
+    def beat(self) -> None:
+        at, seconds, examples = self._usage()
+        try:
+            ours, cancel = renew(self._rt, self._job_id, seconds, examples)
         except Exception as exc:  # a database blip: keep training, try again next beat
             log.warning("lease renewal for %s failed: %s", self._job_id, type(exc).__name__)
             return
+        if ours:
+            self._accounted(at, examples)
         if not ours:
             self.reason = lifecycle.StopReason.LEASE_LOST
         elif cancel and self.reason is None:

@@ -6,7 +6,8 @@ makes exactly one of them act at a time. Each pass it
   crash between commit and send) through core/dispatch.py, which the API also runs for the
   jobs whose first send failed, and
 - takes back every running job whose lease expired (its worker died), so it resumes from
-  its last checkpoint elsewhere.
+  its last checkpoint elsewhere, and
+- flags the running jobs that waiting high and urgent jobs preempt (workers/preemption.py).
 It also records this worker as alive, so the API can route `device: auto` to a GPU.
 It never touches torch: the process it lives in forks the training children.
 """
@@ -31,6 +32,7 @@ from core.db.tables import Job, Lock, WorkerSeen, utcnow
 from core.dispatch import resend_queued
 from core.lifecycle import JobStatus
 from core.sweeps.driver import advance_all
+from workers.preemption import preempt_for_waiting
 
 log = logging.getLogger(__name__)
 LOCK = "reconciler"
@@ -74,6 +76,8 @@ class Reconciler:
             return
         with session_scope(self.sessions) as session:
             self._take_back_expired(session)
+        with session_scope(self.sessions) as session:
+            preempt_for_waiting(session, after=self.settings.preempt_after_seconds)
         self._resend_queued()
         advance_all(self.sessions, self.sender)  # sweeps go on while no API runs
 

@@ -15,8 +15,7 @@ from models import checkpoint as ckpt
 from models.data import BUILTINS, ImageData, TextData, load_builtin, load_upload
 from models.formats import FormatError
 from models.spec import JobSpec
-from models.store import ID
-from workers import devices, lease, recorder, shutdown, sweeps
+from workers import devices, lease, recorder, scheduler, shutdown, sweeps
 from workers.cancel import CancelWatch
 from workers.faults import TrainingError
 from workers.recorder import LeaseLost
@@ -42,6 +41,7 @@ class JobCallbacks:
         self.origin: dict[str, Any] = {}
         self._pending: list[tuple[int, dict[str, float]]] = []
         self._flushed = time.monotonic()
+        self.epoch_examples = 0  # examples in one epoch: the usage each epoch adds
 
     def stop_reason(self) -> str | None:
         """Read between batches, so every check here is a memory read or a clock read."""
@@ -54,6 +54,7 @@ class JobCallbacks:
         return self._heartbeat.reason
 
     def on_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
+        self._heartbeat.examples += self.epoch_examples
         # Short epochs are recorded a few at a time: one commit per epoch would bound a
         # tiny model's speed by the database's.
         self._pending.append((epoch, metrics))
@@ -139,17 +140,9 @@ def load_data(spec: JobSpec, rt: Runtime | None = None) -> ImageData | TextData:
         raise TrainingError(f"dataset {spec.dataset} cannot be read: {exc}") from exc
 
 
-def run_job(rt: Runtime, job_id: str) -> str:
-    if not isinstance(job_id, str) or not ID.fullmatch(job_id):
-        log.warning("ignored a message with a malformed job id")
-        return "ignored"
-    claimed = lease.claim(rt, job_id)
-    if claimed is None:
-        if lease.give_up(rt, job_id):
-            log.warning("job %s failed: its worker stopped in each of its attempts", job_id)
-            return JobStatus.FAILED
-        log.info("job %s is taken, finished or cancelled; nothing to do", job_id)
-        return "skipped"
+def run_job(rt: Runtime, claimed: lease.Claim) -> str:
+    """Run a job this worker has claimed (workers/scheduler.py) to its end."""
+    job_id = claimed.job_id
     spec = JobSpec.model_validate(claimed.spec)
     limit = spec.training.time_limit_seconds or rt.settings.job_time_limit_seconds
     deadline = claimed.started_at.timestamp() + limit if limit else None
@@ -163,6 +156,7 @@ def run_job(rt: Runtime, job_id: str) -> str:
             callbacks.origin = recorder.describe_origin(rt, job_id, data)
             with own_fault(writer):
                 trainer = Trainer(spec, data, device)
+            callbacks.epoch_examples = len(trainer.train_set)
             resume = recorder.prepare_resume(rt, job_id, str(device))
             if resume is not None:
                 log.info("job %s resumes after epoch %d", job_id, resume.epoch)
@@ -210,4 +204,6 @@ def record_end(rt: Runtime, job_id: str, outcome: str, *, model_epoch: int,
         recorder.time_out(rt, job_id, limit)
     elif outcome == StopReason.SHUTDOWN:
         recorder.release(rt, job_id)
+    elif outcome == StopReason.PREEMPT:
+        scheduler.preempted(rt, job_id)
     return outcome

@@ -1,10 +1,14 @@
-"""Celery tasks: thin. A task takes a job id and nothing else, and opens its own session."""
+"""Celery tasks: thin. A task takes a job id and nothing else, and opens its own session.
+
+The message is a wake-up call for its queue: the job run is the one the database puts
+first (workers/scheduler.py), which may be another than the one the message names."""
 
 import logging
+from typing import Any
 
 from core import logs
 from core.broker import TRAIN_TASK
-from workers import shutdown, sweeps
+from workers import scheduler, shutdown, sweeps
 from workers.celery_app import app
 from workers.runner import run_job
 from workers.runtime import runtime
@@ -12,11 +16,18 @@ from workers.runtime import runtime
 log = logging.getLogger(__name__)
 
 
-@app.task(name=TRAIN_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
-def train_job(job_id: str) -> str:
+@app.task(name=TRAIN_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True,
+          bind=True)
+def train_job(self: Any, job_id: str) -> str:
     shutdown.install_child_handler()
-    with logs.job_context(str(job_id)[:64]):  # every log line of this run names the job
-        outcome = run_job(runtime(), job_id)
+    rt = runtime()
+    queue = (self.request.delivery_info or {}).get("routing_key")
+    claimed = scheduler.claim_for_wakeup(rt, job_id, queue)
+    if isinstance(claimed, str):
+        return claimed
+    with logs.job_context(claimed.job_id[:64]):  # every log line of this run names the job
+        outcome = run_job(rt, claimed)
         log.info("training job ended: %s", outcome)
-        sweeps.after_trial(runtime(), app, job_id)
-        return outcome
+        sweeps.after_trial(rt, app, claimed.job_id)
+    scheduler.wake_next(rt, app, claimed.queue)
+    return outcome

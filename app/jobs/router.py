@@ -16,6 +16,7 @@ from app.deps import (
 from app.jobs import service
 from app.jobs.openapi_examples import JOB_EXAMPLES
 from app.jobs.schemas import CheckpointList, CheckpointOut, JobOut, JobPage, MetricsOut
+from core.fairshare import places as places_of
 from core.lifecycle import JobStatus
 from models.spec import JobSpec
 
@@ -26,8 +27,11 @@ JobId = Annotated[str, "the job's id"]
 @router.post("", status_code=202, summary="Submit a training job",
              responses={202: {"description": "recorded and queued; see Location"},
                         404: {"description": "the dataset does not exist for this key"},
+                        403: {"description": "an admin-only option (`priority: urgent`, "
+                              "`preemptible: false`) from another key"},
                         422: {"description": "the spec is invalid; the detail names the field"},
-                        429: {"description": "too many queued or running jobs"}})
+                        429: {"description": "too many queued or running jobs, or the owner's "
+                              "quota of queued jobs"}})
 def create(spec: Annotated[JobSpec, Body(openapi_examples=JOB_EXAMPLES)], session: SessionDep,
            sender: SenderDep, settings: SettingsDep,
            owner: OwnerDep, response: Response,
@@ -39,19 +43,22 @@ def create(spec: Annotated[JobSpec, Body(openapi_examples=JOB_EXAMPLES)], sessio
 
 
 @router.get("", summary="List jobs, newest first")
-def list_(session: SessionDep, owner: OwnerDep, status: JobStatus | None = None,
-          limit: PageLimit = PAGE_LIMIT_DEFAULT, cursor: PageCursor = None) -> JobPage:
+def list_(session: SessionDep, owner: OwnerDep, settings: SettingsDep,
+          status: JobStatus | None = None, limit: PageLimit = PAGE_LIMIT_DEFAULT,
+          cursor: PageCursor = None) -> JobPage:
     jobs, next_cursor = service.list_jobs(session=session, owner=owner, status=status,
                                           limit=limit, cursor=cursor)
     ids = service.model_ids(session, jobs)
-    return JobPage(items=[service.to_out(j, ids.get(j.id)) for j in jobs],
+    places = places_of(session, jobs, settings.max_attempts)
+    return JobPage(items=[service.to_out(j, ids.get(j.id), places.get(j.id)) for j in jobs],
                    next_cursor=next_cursor)
 
 
 @router.get("/{job_id}", summary="Get a job", responses={404: {"description": "no such job"}})
-def get(job_id: JobId, session: SessionDep, owner: OwnerDep) -> JobOut:
+def get(job_id: JobId, session: SessionDep, owner: OwnerDep, settings: SettingsDep) -> JobOut:
     job = service.get_job(session=session, owner=owner, job_id=job_id)
-    return service.to_out(job, service.model_ids(session, [job]).get(job.id))
+    place = places_of(session, [job], settings.max_attempts).get(job.id)
+    return service.to_out(job, service.model_ids(session, [job]).get(job.id), place)
 
 
 @router.post("/{job_id}/cancel", status_code=202, summary="Cancel a job",

@@ -14,6 +14,12 @@ class Progress(BaseModel):
     fraction: float
 
 
+class Usage(BaseModel):
+    device_seconds: float = Field(description="seconds the job held its device, added with "
+                                  "each heartbeat")
+    examples: int = Field(description="training examples processed (whole epochs)")
+
+
 class JobOut(BaseModel):
     id: str
     name: str
@@ -24,9 +30,17 @@ class JobOut(BaseModel):
     attempts: int
     error: str | None
     waiting_reason: str | None = Field(
-        None, description="why a queued job has not yet been handed to the broker (it is "
-        "unreachable, or cannot be loaded); it is sent again by itself once the broker answers, "
-        "and this is null again. Null while it waits for a free worker as usual")
+        None, description="why a queued job waits beyond its turn: its owner is at a quota "
+        "(running jobs, or device-seconds over 30 days; it starts once under it), or it has not "
+        "yet been handed to the broker (it is unreachable, or cannot be loaded; it is sent "
+        "again by itself once the broker answers). Null while it waits for a free worker as "
+        "usual")
+    queue_position: int | None = Field(
+        None, description="a queued job's place on its queue in the order workers take jobs "
+        "(1: next); null while its owner's quota holds it, and once it has started")
+    priority: str = Field("normal", description="low, normal, high or urgent")
+    preemptions: int = Field(0, description="times a higher-priority job preempted it")
+    usage: Usage
     failure_kind: FailureKind | None = Field(
         None, description="whose fault a failure was: the job's own (its data, spec or limits; "
         "never retried) or the infrastructure's (workers lost; retried up to a cap)")

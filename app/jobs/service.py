@@ -9,13 +9,15 @@ from sqlalchemy.orm import Session
 
 from app.datasets.service import lock_for_job, resolve_dataset
 from app.errors import OverLimit, conflict, invalid, not_found
-from app.jobs.schemas import JobOut, Progress
+from app.jobs.scheduling import check_scheduling
+from app.jobs.schemas import JobOut, Progress, Usage
 from core import lifecycle
 from core.config import Settings
 from core.db.liveness import gpu_worker_alive
 from core.db.pages import newest_first
 from core.db.tables import Checkpoint, EpochMetric, Job, Owner, TrainedModel, utcnow
 from core.dispatch import send_new
+from core.fairshare import Place, Priority
 from core.lifecycle import ACTIVE, JobStatus, ModelStatus
 from models import memory, registry
 from models.data import has_validation
@@ -169,8 +171,10 @@ def create_job(*, session: Session, sender: Celery, settings: Settings, owner: O
     if active >= settings.max_queued_jobs_per_owner:
         raise OverLimit(f"{active} jobs are queued or running; the limit is "
                        f"{settings.max_queued_jobs_per_owner}", headers={"Retry-After": "30"})
+    check_scheduling(session, owner, spec)
     job = Job(owner_id=owner.id, name=spec.name, spec=spec.model_dump(mode="json"),
-              dataset_ref=spec.dataset, queue=queue,
+              dataset_ref=spec.dataset, queue=queue, priority=Priority.named(spec.priority),
+              preemptible=spec.preemptible,
               epochs=spec.training.epochs, idempotency_key=idempotency_key,
               # Claimed for this send (core/dispatch.py), so that no resend races it.
               sent_at=utcnow())
@@ -219,13 +223,18 @@ def model_ids(session: Session, jobs: list[Job]) -> dict[str, str]:
     return dict(rows.tuples().all())
 
 
-def to_out(job: Job, model_id: str | None) -> JobOut:
+def to_out(job: Job, model_id: str | None, place: Place | None = None) -> JobOut:
+    queued = job.status == JobStatus.QUEUED
     return JobOut(
         id=job.id, name=job.name, status=job.status, spec=job.spec,  # type: ignore[arg-type]
         progress=Progress(epoch=job.epoch, epochs=job.epochs,
                           fraction=round(job.epoch / job.epochs, 6) if job.epochs else 0.0),
         metrics=job.latest_metrics, attempts=job.attempts, error=job.error,
-        waiting_reason=job.waiting_reason if job.status == JobStatus.QUEUED else None,
+        waiting_reason=(job.waiting_reason or (place.reason if place else None)) if queued
+        else None,
+        queue_position=place.position if queued and place else None,
+        priority=Priority(job.priority).name.lower(), preemptions=job.preemptions,
+        usage=Usage(device_seconds=round(job.device_seconds, 3), examples=job.examples),
         failure_kind=job.failure_kind, model_id=model_id,
         device=job.device_used, queue=job.queue, cancel_requested=job.cancel_requested,
         sweep_id=job.sweep_id,

@@ -13,7 +13,8 @@ router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
 WebhookId = Annotated[str, "the webhook's id"]
 
 EVENTS_DESCRIPTION = """Events: `job.succeeded`, `job.failed`, `job.cancelled`,
-`job.pruned` (a sweep's trial stopped by its pruner), `sweep.completed`, `alias.moved` (of this key's owner). Each delivery is a POST of
+`job.pruned` (a sweep's trial stopped by its pruner), `sweep.completed`, `alias.moved` (of
+this key's owner). Each delivery is a POST of
 `{"id", "event", "created_at", "data"}` with `X-Trainserve-Delivery` (the delivery id: dedupe
 on it, a delivery may come more than once), `X-Trainserve-Event` and `X-Trainserve-Signature:
 sha256=<hex HMAC-SHA256 of the body with the secret>`. Any answer but 2xx is retried with

@@ -18,6 +18,8 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
+    true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -105,6 +107,9 @@ class Job(Base):
     __table_args__ = (
         UniqueConstraint("owner_id", "idempotency_key"),
         Index("ix_jobs_owner_status", "owner_id", "status"),
+        # The scheduler's claim (workers/scheduler.py): the queued jobs of one queue, best
+        # priority first, then oldest.
+        Index("ix_jobs_claim", "queue", "status", "priority", "created_at"),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
@@ -137,6 +142,17 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+    # A core.fairshare.Priority value (0 low .. 3 urgent): the scheduler claims higher first.
+    priority: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    preemptible: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    # Set by the reconciler's preemption pass; its worker checkpoints and hands it back.
+    preempt_requested: Mapped[bool] = mapped_column(Boolean, default=False,
+                                                    server_default=false())
+    preemptions: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Usage, added by each heartbeat: seconds the job held its device, and examples trained
+    # (whole epochs).
+    device_seconds: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    examples: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class Sweep(Base):
@@ -364,3 +380,17 @@ class WebhookAttempt(Base):
     error: Mapped[str | None] = mapped_column(Text)
     seconds: Mapped[float] = mapped_column(Float, default=0.0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+class Quota(Base):
+    """An owner's limits (admin API); a null column is no limit. The device-seconds limits
+    are per device kind (the queue: cpu or gpu), over a rolling 30 days."""
+
+    __tablename__ = "quotas"
+
+    owner_id: Mapped[str] = mapped_column(ForeignKey("owners.id", ondelete="CASCADE"),
+                                          primary_key=True)
+    max_running: Mapped[int | None] = mapped_column(Integer)
+    max_queued: Mapped[int | None] = mapped_column(Integer)
+    cpu_seconds_30d: Mapped[float | None] = mapped_column(Float)
+    gpu_seconds_30d: Mapped[float | None] = mapped_column(Float)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)

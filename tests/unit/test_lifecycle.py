@@ -46,6 +46,12 @@ STATES: dict[str, dict[str, Any]] = {
                            "lease": -60},
     "held_cancel_requested": {"status": JobStatus.RUNNING, "lease_owner": ME, "attempts": 1,
                               "lease": +60, "cancel_requested": True},
+    "held_preempt_requested": {"status": JobStatus.RUNNING, "lease_owner": ME, "attempts": 1,
+                               "lease": +60, "preempt_requested": True},
+    "held_not_preemptible": {"status": JobStatus.RUNNING, "lease_owner": ME, "attempts": 1,
+                             "lease": +60, "preemptible": False},
+    "held_preempted_enough": {"status": JobStatus.RUNNING, "lease_owner": ME, "attempts": 1,
+                              "lease": +60, "preemptions": 3},
     "running_elsewhere": {"status": JobStatus.RUNNING, "lease_owner": OTHER, "attempts": 1,
                           "lease": +60},
     "orphaned": {"status": JobStatus.RUNNING, "lease_owner": OTHER, "attempts": 1,
@@ -56,7 +62,8 @@ STATES: dict[str, dict[str, Any]] = {
     "failed": {"status": JobStatus.FAILED},
     "cancelled": {"status": JobStatus.CANCELLED},
 }
-HELD = {"held", "held_lease_run_out", "held_cancel_requested"}
+HELD = {"held", "held_lease_run_out", "held_cancel_requested", "held_preempt_requested",
+        "held_not_preemptible", "held_preempted_enough"}
 
 Move = Callable[[Session, str, str], bool]  # (session, job id, checkpoint id) -> moved
 
@@ -105,6 +112,12 @@ TRANSITIONS: dict[str, tuple[Move, set[str], JobStatus, ModelStatus]] = {
                   HELD, JobStatus.QUEUED, ModelStatus.TRAINING),
     "prune": (lambda s, j, _: lifecycle.prune(s, j, worker=ME),
               HELD, JobStatus.PRUNED, ModelStatus.UNAVAILABLE),
+    "request_preempt": (lambda s, j, _: lifecycle.request_preempt(s, j, max_preemptions=3),
+                        {"held", "held_lease_run_out", "running_elsewhere", "orphaned",
+                         "orphaned_attempts_spent"},
+                        JobStatus.RUNNING, ModelStatus.TRAINING),  # status: unchanged
+    "preempt": (lambda s, j, _: lifecycle.preempt(s, j, worker=ME),
+                {"held_preempt_requested"}, JobStatus.QUEUED, ModelStatus.TRAINING),
 }
 
 
@@ -184,7 +197,8 @@ def test_transition_moves_exactly_the_states_it_names(session: Session, transiti
         assert announced == []
         return
     assert moved is True
-    expected = before_job["status"] if transition == "request_cancel" else target
+    unchanged = transition in ("request_cancel", "request_preempt")
+    expected = before_job["status"] if unchanged else target
     assert after_job["status"] == expected
     assert after_model is not None and after_model["status"] == model_target
     ended = expected in TERMINAL
@@ -199,6 +213,26 @@ def test_claim_takes_the_lease_and_counts_the_attempt(session: Session) -> None:
     assert (row["lease_owner"], row["attempts"]) == (ME, 2)
     assert row["lease_expires_at"] > utcnow() + timedelta(seconds=LEASE - 5)
     assert row["started_at"] is not None
+
+
+def test_preempt_gives_the_attempt_back_and_counts_the_preemption(session: Session) -> None:
+    job = make_job(session, "held_preempt_requested")
+    assert lifecycle.preempt(session, job.id, worker=ME)
+    row, _ = snapshot(session, job.id)
+    assert (row["attempts"], row["preemptions"], row["preempt_requested"]) == (0, 1, False)
+    assert (row["lease_owner"], row["sent_at"]) == (None, None)  # resent, then claimed anew
+
+
+def test_renew_adds_the_usage_in_the_same_update(session: Session) -> None:
+    job = make_job(session, "held")
+    assert lifecycle.renew(session, job.id, worker=ME, lease_seconds=LEASE,
+                           device_seconds=1.5, examples=100)
+    assert lifecycle.renew(session, job.id, worker=ME, lease_seconds=LEASE,
+                           device_seconds=2.0, examples=50)
+    assert not lifecycle.renew(session, job.id, worker=OTHER, lease_seconds=LEASE,
+                               device_seconds=9.0, examples=9)
+    row, _ = snapshot(session, job.id)
+    assert (row["device_seconds"], row["examples"]) == (3.5, 150)
 
 
 def test_renew_extends_the_lease(session: Session) -> None:

@@ -1,0 +1,127 @@
+"""Which queued job runs next, and why one waits: the order the scheduler claims in and the
+owners' quotas, shared by the workers' claim (workers/scheduler.py) and the API's view of a
+queue (each queued job's position and reason).
+
+The order is the scheduler's one query: highest priority first; among equals, the owner
+with the fewest running jobs (fair share); then the oldest. Jobs of an owner at a quota
+(running jobs, or device-seconds in the last 30 days on the queue's device kind) are left
+out of it and wait, queued, with the reason.
+"""
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import IntEnum
+from typing import Any
+
+from sqlalchemy import Select, func, select
+from sqlalchemy.orm import Session
+
+from core.db.tables import Job, Quota, utcnow
+from core.lifecycle import JobStatus
+
+USAGE_WINDOW = timedelta(days=30)
+
+
+class Priority(IntEnum):
+    LOW = 0
+    NORMAL = 1
+    HIGH = 2
+    URGENT = 3  # admins only
+
+    @classmethod
+    def named(cls, name: str) -> "Priority":
+        return cls[name.upper()]
+
+
+# A waiting job of at least this priority may preempt a running one of lower priority.
+PREEMPTING = Priority.HIGH
+# A job preempted this many times is not preempted again.
+MAX_PREEMPTIONS = 3
+
+
+def device_limit(quota: Quota, queue: str) -> float | None:
+    """The quota's device-seconds over 30 days for the queue's device kind."""
+    return quota.gpu_seconds_30d if queue == "gpu" else quota.cpu_seconds_30d
+
+
+def running_counts(session: Session, owners: list[str] | None = None) -> dict[str, int]:
+    """Running jobs per owner (every owner with one, or those named)."""
+    query = select(Job.owner_id, func.count()).where(Job.status == JobStatus.RUNNING)
+    if owners is not None:
+        query = query.where(Job.owner_id.in_(owners))
+    return {owner: count for owner, count in session.execute(query.group_by(Job.owner_id))}
+
+
+def device_seconds_used(session: Session, owner_id: str, queue: str,
+                        now: datetime | None = None) -> float:
+    """The owner's device-seconds on the queue's device kind, in jobs started within the
+    last 30 days (a job's usage counts in full from the day it started)."""
+    since = (now or utcnow()) - USAGE_WINDOW
+    return float(session.execute(select(func.coalesce(func.sum(Job.device_seconds), 0.0)).where(
+        Job.owner_id == owner_id, Job.queue == queue, Job.started_at >= since)).scalar_one())
+
+
+def quota_reason(session: Session, quota: Quota, queue: str, running: int) -> str | None:
+    """Why the owner's next job on `queue` may not start now, or None."""
+    if quota.max_running is not None and running >= quota.max_running:
+        return (f"its owner has {running} running job(s), the quota of concurrent running "
+                f"jobs is {quota.max_running}; it starts when one of them ends")
+    limit = device_limit(quota, queue)
+    if limit is not None:
+        used = device_seconds_used(session, quota.owner_id, queue)
+        if used >= limit:
+            kind = "gpu" if queue == "gpu" else "cpu"
+            return (f"its owner used {used:,.0f} {kind} device-seconds in the last 30 days, "
+                    f"the quota is {limit:,.0f}; it starts when older usage leaves the window "
+                    "or the quota is raised")
+    return None
+
+
+def blocked_owners(session: Session, queue: str) -> dict[str, str]:
+    """Owners whose jobs on `queue` may not start now, with the reason. Only owners with a
+    quota are read, so this costs nothing for owners without one."""
+    quotas = list(session.execute(select(Quota)).scalars())
+    if not quotas:
+        return {}
+    running = running_counts(session, [q.owner_id for q in quotas])
+    blocked = {}
+    for quota in quotas:
+        reason = quota_reason(session, quota, queue, running.get(quota.owner_id, 0))
+        if reason is not None:
+            blocked[quota.owner_id] = reason
+    return blocked
+
+
+def candidates(queue: str, *, max_attempts: int, excluded: set[str]) -> Select[Any]:
+    """The claimable queued jobs of `queue` in the order the scheduler takes them."""
+    running = (select(Job.owner_id.label("owner_id"), func.count().label("n"))
+               .where(Job.status == JobStatus.RUNNING).group_by(Job.owner_id).subquery())
+    query = (select(Job.id, Job.owner_id)
+             .outerjoin(running, running.c.owner_id == Job.owner_id)
+             .where(Job.queue == queue, Job.status == JobStatus.QUEUED,
+                    Job.cancel_requested.is_(False), Job.attempts < max_attempts)
+             .order_by(Job.priority.desc(), func.coalesce(running.c.n, 0).asc(),
+                       Job.created_at.asc(), Job.id.asc()))
+    if excluded:
+        query = query.where(Job.owner_id.not_in(excluded))
+    return query
+
+
+@dataclass
+class Place:
+    position: int | None  # 1 = next to start on its queue; None while held by a quota
+    reason: str | None  # why it waits beyond its turn (a quota), else None
+
+
+def places(session: Session, jobs: list[Job], max_attempts: int) -> dict[str, Place]:
+    """Where each of these queued jobs stands on its queue, in the scheduler's order."""
+    found: dict[str, Place] = {}
+    for queue in sorted({job.queue for job in jobs if job.status == JobStatus.QUEUED}):
+        blocked = blocked_owners(session, queue)
+        order = session.execute(candidates(queue, max_attempts=max_attempts,
+                                           excluded=set(blocked))).scalars().all()
+        ahead = {job_id: index + 1 for index, job_id in enumerate(order)}
+        for job in jobs:
+            if job.queue == queue and job.status == JobStatus.QUEUED:
+                found[job.id] = Place(ahead.get(job.id), blocked.get(job.owner_id))
+    return found
