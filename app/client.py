@@ -261,15 +261,27 @@ def watch(client: ApiClient, job_id: str, out: TextIO = sys.stderr) -> dict[str,
     return final
 
 
+def waiting(job: dict[str, Any]) -> tuple[str, str]:
+    """A queued job's place on its queue (`#1`: next; `held`: its owner's quota holds it)
+    and why it waits; dashes for a job that is not queued."""
+    if job["status"] != "queued":
+        return "-", "-"
+    position = job.get("queue_position")
+    return (f"#{position}" if position else "held",
+            job.get("waiting_reason") or "waiting for a free worker")
+
+
 def job_table(jobs: list[dict[str, Any]]) -> str:
-    rows = [("ID", "STATUS", "PROGRESS", "LOSS", "NAME", "CREATED")]
+    rows = [("ID", "STATUS", "PROGRESS", "LOSS", "NAME", "CREATED", "PRIORITY", "POSITION",
+             "WAITING")]
     for job in jobs:
         progress = job["progress"]
         loss = (job.get("metrics") or {}).get("train_loss")
         rows.append((job["id"], job["status"],
                      f"{progress['epoch']}/{progress['epochs']}",
                      f"{loss:.4f}" if isinstance(loss, int | float) else "-",
-                     job.get("name") or "-", job["created_at"][:19]))
+                     job.get("name") or "-", job["created_at"][:19],
+                     job.get("priority", "normal"), *waiting(job)))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
                      for row in rows)

@@ -3,11 +3,16 @@ owners' quotas, shared by the workers' claim (workers/scheduler.py) and the API'
 queue (each queued job's position and reason).
 
 The order is the scheduler's one query: highest priority first; among equals, the owner
-with the fewest running jobs (fair share); then the oldest. Jobs of an owner at a quota
+with the fewest running jobs (fair share), and among owners running as many, the one whose
+last job started longest ago (so that with one worker, whose jobs have all ended when it
+claims, owners still take turns: one owner's 20 queued jobs do not hold back another's
+one); then the oldest job. Jobs of an owner at a quota
 (running jobs, or device-seconds in the last 30 days on the queue's device kind) are left
 out of it and wait, queued, with the reason.
 """
 
+import heapq
+from collections import defaultdict, deque
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import IntEnum
@@ -16,7 +21,7 @@ from typing import Any
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
-from core.db.tables import Job, Quota, utcnow
+from core.db.tables import Job, Owner, Quota, utcnow
 from core.lifecycle import JobStatus
 
 USAGE_WINDOW = timedelta(days=30)
@@ -97,11 +102,13 @@ def candidates(queue: str, *, max_attempts: int, excluded: set[str]) -> Select[A
     running = (select(Job.owner_id.label("owner_id"), func.count().label("n"))
                .where(Job.status == JobStatus.RUNNING).group_by(Job.owner_id).subquery())
     query = (select(Job.id, Job.owner_id)
+             .join(Owner, Owner.id == Job.owner_id)
              .outerjoin(running, running.c.owner_id == Job.owner_id)
              .where(Job.queue == queue, Job.status == JobStatus.QUEUED,
                     Job.cancel_requested.is_(False), Job.attempts < max_attempts)
              .order_by(Job.priority.desc(), func.coalesce(running.c.n, 0).asc(),
-                       Job.created_at.asc(), Job.id.asc()))
+                       Owner.last_started_at.asc().nulls_first(), Job.created_at.asc(),
+                       Job.id.asc()))
     if excluded:
         query = query.where(Job.owner_id.not_in(excluded))
     return query
@@ -113,14 +120,48 @@ class Place:
     reason: str | None  # why it waits beyond its turn (a quota), else None
 
 
+def _order(rows: list[Any], running: dict[str, int]) -> list[str]:
+    """The claims to come, one after another, as the scheduler would make them if no job
+    ended meanwhile: each claim adds a running job to its owner and makes it the owner
+    served last. `rows` are (id, owner, priority, owner's last start), oldest job first."""
+    queues: dict[tuple[int, str], deque[str]] = defaultdict(deque)
+    served: dict[str, tuple[int, float]] = {}
+    for job_id, owner, priority, last in rows:
+        queues[(priority, owner)].append(job_id)
+        served[owner] = (0, 0.0) if last is None else (1, last.timestamp())
+    counts = dict(running)
+    order: list[str] = []
+    for priority in sorted({p for p, _ in queues}, reverse=True):
+        owners = [owner for p, owner in queues if p == priority]
+        heap = [(counts.get(o, 0), served[o], o) for o in owners]
+        heapq.heapify(heap)
+        turn = 0
+        while heap:
+            _, _, owner = heapq.heappop(heap)
+            jobs = queues[(priority, owner)]
+            order.append(jobs.popleft())
+            counts[owner] = counts.get(owner, 0) + 1
+            served[owner], turn = (2, float(turn)), turn + 1
+            if jobs:
+                heapq.heappush(heap, (counts[owner], served[owner], owner))
+    return order
+
+
 def places(session: Session, jobs: list[Job], max_attempts: int) -> dict[str, Place]:
-    """Where each of these queued jobs stands on its queue, in the scheduler's order."""
+    """Where each of these queued jobs stands on its queue: its place in the claims to come
+    (see _order), or held by its owner's quota with the reason."""
     found: dict[str, Place] = {}
     for queue in sorted({job.queue for job in jobs if job.status == JobStatus.QUEUED}):
         blocked = blocked_owners(session, queue)
-        order = session.execute(candidates(queue, max_attempts=max_attempts,
-                                           excluded=set(blocked))).scalars().all()
-        ahead = {job_id: index + 1 for index, job_id in enumerate(order)}
+        query = (select(Job.id, Job.owner_id, Job.priority, Owner.last_started_at)
+                 .join(Owner, Owner.id == Job.owner_id)
+                 .where(Job.queue == queue, Job.status == JobStatus.QUEUED,
+                        Job.cancel_requested.is_(False), Job.attempts < max_attempts)
+                 .order_by(Job.created_at.asc(), Job.id.asc()))
+        if blocked:
+            query = query.where(Job.owner_id.not_in(blocked))
+        ahead = {job_id: index + 1 for index, job_id in
+                 enumerate(_order(list(session.execute(query)), running_counts(session)))}
         for job in jobs:
             if job.queue == queue and job.status == JobStatus.QUEUED:
                 found[job.id] = Place(ahead.get(job.id), blocked.get(job.owner_id))

@@ -19,13 +19,13 @@ once cannot both take an owner's last free slot.
 import logging
 
 from celery import Celery
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from core import fairshare, lifecycle
 from core.broker import QUEUES, send_wakeup
 from core.db.engine import session_scope
-from core.db.tables import Job, Quota
+from core.db.tables import Job, Owner, Quota, utcnow
 from core.lifecycle import JobStatus
 from models.store import ID
 from workers import lease
@@ -73,6 +73,9 @@ def claim_next(sessions: sessionmaker[Session], queue: str, *, worker: str,
                 session.rollback()
                 excluded.add(owner_id)
                 continue
+            session.execute(update(Owner).where(Owner.id == owner_id)
+                            .values(last_started_at=utcnow())
+                            .execution_options(synchronize_session=False))
             return job_id
     return None
 

@@ -62,6 +62,9 @@ class Owner(Base):
     name: Mapped[str] = mapped_column(String(200), unique=True)
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # When a job of this owner last started (workers/scheduler.py): among owners with as
+    # many running jobs, the one served least recently goes first.
+    last_started_at: Mapped[datetime | None]
 
 
 class ApiKey(Base):

@@ -3,7 +3,7 @@
 Revision ID: 0009
 Revises: 0010
 
-Existing jobs become `normal` (1), preemptible, never preempted, with no usage recorded.
+Owners get `last_started_at` (fair share's tie-break). Existing jobs become `normal` (1), preemptible, never preempted, with no usage recorded.
 """
 from collections.abc import Sequence
 
@@ -34,6 +34,9 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("examples", sa.BigInteger(), nullable=False,
                                       server_default="0"))
         batch_op.create_index("ix_jobs_claim", ["queue", "status", "priority", "created_at"])
+    with op.batch_alter_table("owners") as batch_op:
+        batch_op.add_column(sa.Column("last_started_at", sa.DateTime(timezone=True),
+                                      nullable=True))
     op.create_table(
         "quotas",
         sa.Column("owner_id", sa.String(32), sa.ForeignKey("owners.id", ondelete="CASCADE"),
@@ -48,6 +51,8 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("quotas")
+    with op.batch_alter_table("owners") as batch_op:
+        batch_op.drop_column("last_started_at")
     with op.batch_alter_table("jobs") as batch_op:
         batch_op.drop_index("ix_jobs_claim")
         for column in JOB_COLUMNS:

@@ -80,10 +80,25 @@ def test_priority_then_fewest_running_then_oldest(sessions: sessionmaker[Session
         places = fairshare.places(session, jobs, MAX_ATTEMPTS)
     assert places[high[0]].position == 1
     order = [claim(sessions) for _ in range(8)]
-    # high first (bob then runs one); alice, who runs none; then at one each the oldest
-    # (alice's); bob, who runs fewer; at two each the oldest; bob; low last.
-    assert order == [high[0], a_jobs[0], a_jobs[1], b_jobs[0], a_jobs[2], b_jobs[1],
+    # Nothing ends here, so every claim adds a running job: high first (bob then runs one);
+    # alice, who runs none; at one each, bob, served longer ago; alice, who runs fewer; at
+    # two each, bob again; alice; low last.
+    assert order == [high[0], a_jobs[0], b_jobs[0], a_jobs[1], b_jobs[1], a_jobs[2],
                      low[0], None]
+
+
+def test_with_one_worker_owners_take_turns(sessions: sessionmaker[Session]) -> None:
+    """Each job ends before the next claim, so nobody has a running job when it is made:
+    the owner served least recently goes first."""
+    alice, bob = owner(sessions, "alice"), owner(sessions, "bob")
+    a_jobs = queue_jobs(sessions, alice, 3)
+    b_jobs = queue_jobs(sessions, bob, 1)
+    order = []
+    while (job_id := claim(sessions)) is not None:
+        order.append(job_id)
+        with sessions.begin() as session:
+            session.get_one(Job, job_id).status = JobStatus.SUCCEEDED
+    assert order == [a_jobs[0], b_jobs[0], a_jobs[1], a_jobs[2]]
 
 
 def test_a_running_quota_holds_the_owner_back_with_its_reason(
