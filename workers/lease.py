@@ -1,16 +1,17 @@
 """Leases on job rows: one conditional UPDATE takes a job, a heartbeat thread keeps it."""
 
 import logging
+import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select, update
 
 from core import lifecycle
 from core.db.engine import session_scope
-from core.db.tables import Job
+from core.db.tables import Job, utcnow
 from workers.periodic import Periodic
 from workers.runtime import Runtime
 
@@ -23,7 +24,8 @@ class Claim:
     spec: dict[str, Any]
     queue: str
     owner_id: str
-    started_at: datetime
+    started_at: datetime  # its first start
+    claimed_at: datetime  # this claim's: where this run's usage starts
     sweep_id: str | None = None
 
 
@@ -31,9 +33,12 @@ def read_claim(rt: Runtime, job_id: str) -> Claim:
     """What the runner needs of a job this worker has just claimed (workers/scheduler.py)."""
     with session_scope(rt.sessions) as session:
         job = session.execute(select(Job).where(Job.id == job_id)).scalar_one()
-        assert job.started_at is not None  # set by the claim
+        assert job.started_at is not None and job.lease_expires_at is not None  # the claim's
         return Claim(job_id=job.id, spec=job.spec, queue=job.queue,
-                     owner_id=job.owner_id, started_at=job.started_at, sweep_id=job.sweep_id)
+                     owner_id=job.owner_id, started_at=job.started_at,
+                     claimed_at=job.lease_expires_at - timedelta(
+                         seconds=rt.settings.lease_seconds),
+                     sweep_id=job.sweep_id)
 
 
 def give_up(rt: Runtime, job_id: str) -> bool:
@@ -68,14 +73,18 @@ class Heartbeat(Periodic):
     """Renews the lease off the training thread and turns what it learns into a stop flag
     that the loop reads between batches for free. Each renewal also adds the job's usage
     since the last one (device-seconds from the monotonic clock, and `examples`, which the
-    run adds to), in the same UPDATE; what is left when the run ends is added on exit."""
+    run adds to), in the same UPDATE. The runner settles the rest just before it records
+    the run's end, and what little is left after that is added on exit, so a job's usage
+    is the time from its claim (`since`) to its end."""
 
-    def __init__(self, rt: Runtime, job_id: str) -> None:
+    def __init__(self, rt: Runtime, job_id: str, since: datetime | None = None) -> None:
         super().__init__(f"heartbeat-{job_id}", rt.settings.heartbeat_seconds)
         self._rt, self._job_id = rt, job_id
         self.reason: str | None = None
         self.examples = 0  # examples trained so far in this run
-        self._accounted_at, self._accounted_examples = time.monotonic(), 0
+        before = max(0.0, (utcnow() - since).total_seconds()) if since else 0.0
+        self._accounted_at, self._accounted_examples = time.monotonic() - before, 0
+        self._usage_lock = threading.Lock()  # a beat and a settle never add the same time
 
     def tick(self) -> None:
         self.beat()
@@ -88,24 +97,32 @@ class Heartbeat(Periodic):
         self._accounted_at = at
         self._accounted_examples += examples
 
+    def settle(self) -> None:
+        """Add the usage not yet recorded (the run is ending)."""
+        with self._usage_lock:
+            at, seconds, examples = self._usage()
+            try:
+                add_usage(self._rt, self._job_id, seconds, examples)
+                self._accounted(at, examples)
+            except Exception as error:
+                log.warning("usage of %s not recorded: %s", self._job_id,
+                            type(error).__name__)
+
     def __exit__(self, *exc: object) -> None:
         super().__exit__(*exc)
-        at, seconds, examples = self._usage()
-        try:
-            add_usage(self._rt, self._job_id, seconds, examples)
-            self._accounted(at, examples)
-        except Exception as error:
-            log.warning("usage of %s not recorded: %s", self._job_id, type(error).__name__)
+        self.settle()
 
     def beat(self) -> None:
-        at, seconds, examples = self._usage()
-        try:
-            ours, cancel = renew(self._rt, self._job_id, seconds, examples)
-        except Exception as exc:  # a database blip: keep training, try again next beat
-            log.warning("lease renewal for %s failed: %s", self._job_id, type(exc).__name__)
-            return
-        if ours:
-            self._accounted(at, examples)
+        with self._usage_lock:
+            at, seconds, examples = self._usage()
+            try:
+                ours, cancel = renew(self._rt, self._job_id, seconds, examples)
+            except Exception as exc:  # a database blip: keep training, try again next beat
+                log.warning("lease renewal for %s failed: %s", self._job_id,
+                            type(exc).__name__)
+                return
+            if ours:
+                self._accounted(at, examples)
         if not ours:
             self.reason = lifecycle.StopReason.LEASE_LOST
         elif cancel and self.reason is None:

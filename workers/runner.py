@@ -146,7 +146,8 @@ def run_job(rt: Runtime, claimed: lease.Claim) -> str:
     spec = JobSpec.model_validate(claimed.spec)
     limit = spec.training.time_limit_seconds or rt.settings.job_time_limit_seconds
     deadline = claimed.started_at.timestamp() + limit if limit else None
-    with lease.Heartbeat(rt, job_id) as heartbeat, CancelWatch(rt, job_id, heartbeat):
+    with (lease.Heartbeat(rt, job_id, since=claimed.claimed_at) as heartbeat,
+          CancelWatch(rt, job_id, heartbeat)):
         writer = BackgroundWriter(transient=database_unavailable,
                                   retry_seconds=rt.settings.lease_seconds)
         callbacks = JobCallbacks(rt, job_id, heartbeat, writer, deadline, claimed.sweep_id)
@@ -175,12 +176,14 @@ def run_job(rt: Runtime, claimed: lease.Claim) -> str:
         except (TrainingError, torch.OutOfMemoryError) as exc:
             callbacks.flush_metrics()
             writer.flush()
+            heartbeat.settle()
             reason = str(exc) if isinstance(exc, TrainingError) else (
                 "out of memory on this job's own model and batch size; make them smaller")
             recorder.fail(rt, job_id, reason, FailureKind.USER)
             return JobStatus.FAILED
         finally:
             writer.close()
+        heartbeat.settle()
         return record_end(rt, job_id, outcome, model_epoch=trainer.model_epoch,
                           test_metrics=test, limit=limit)
 

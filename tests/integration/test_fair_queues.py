@@ -8,7 +8,7 @@ import subprocess
 import sys
 from collections import Counter
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -45,8 +45,10 @@ LOW: dict[str, Any] = {"dataset": "builtin:hihello",
 def fair(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
          ) -> Iterator[Service]:
     """A service whose waiting high jobs preempt after 1 s; for postgres, on a database and
-    a Redis of its own, so that its workers share no queue with the session's service."""
-    settings = {"preempt_after_seconds": "1"}
+    a Redis of its own, so that its workers share no queue with the session's service.
+    Leases long enough that four training processes on two loaded cores keep theirs (a
+    job taken back would run, and count its device time, twice)."""
+    settings = {"preempt_after_seconds": "1", "lease_seconds": "30"}
     cleanups = []
     backend = request.param
     if backend == "postgres":
@@ -191,6 +193,7 @@ def test_a_running_quota_holds_the_fourth_job_and_usage_adds_up(fair: Service) -
             assert admin.get("/v1/admin/quotas/bob").json()["max_running"] == 3
             assert bob.put("/v1/admin/quotas/bob", json={}).status_code == 403
             start_worker(fair, "four", concurrency=4)
+            since = datetime.now(UTC).isoformat()  # earlier tests' jobs are not counted
             ids = [submit(bob, long_lstm(), name=f"q{i}") for i in range(4)]
 
             def states() -> Counter[str]:
@@ -221,13 +224,14 @@ def test_a_running_quota_holds_the_fourth_job_and_usage_adds_up(fair: Service) -
 
             recorded = sum((datetime.fromisoformat(job["finished_at"]) - started(job))
                            .total_seconds() for job in jobs)
-            usage = bob.get("/v1/usage", params={"group_by": "owner"}).json()
+            usage = bob.get("/v1/usage", params={"group_by": "owner", "from": since}).json()
             assert [row["key"] for row in usage["items"]] == ["bob"]  # his own only
             assert usage["total"]["jobs"] == 4
             assert usage["total"]["device_seconds"] == pytest.approx(recorded, rel=0.02)
             assert sum(job["usage"]["device_seconds"] for job in jobs) == pytest.approx(
                 usage["total"]["device_seconds"], abs=0.01)
-            everyone = admin.get("/v1/usage", params={"group_by": "device"}).json()
+            everyone = admin.get("/v1/usage", params={"group_by": "device",
+                                                      "from": since}).json()
             assert [row["key"] for row in everyone["items"]] == ["cpu"]
             assert everyone["total"]["device_seconds"] >= usage["total"]["device_seconds"]
     finally:
