@@ -17,6 +17,7 @@ from core import fairshare
 from core.db.tables import Base, Job, Owner, Quota, utcnow
 from core.lifecycle import JobStatus
 from tests.unit.databases import BACKENDS, database_url
+from workers.preemption import preempt_for_waiting
 from workers.scheduler import claim_next
 
 MAX_ATTEMPTS = 3
@@ -167,3 +168,30 @@ def test_concurrent_claimers_never_pass_a_running_quota(sessions: sessionmaker[S
     queue_jobs(sessions, owner(sessions, "alice", max_running=3), 20)
     claimed = _claim_all(sessions, threads=8)
     assert len(claimed) == 3 and set(claimed.values()) == {1}
+
+
+def test_preemption_flags_the_lowest_running_job_once_per_waiting_job(
+        sessions: sessionmaker[Session]) -> None:
+    alice = owner(sessions, "alice")
+    normal = queue_jobs(sessions, alice, 1, status=JobStatus.RUNNING)
+    low = queue_jobs(sessions, alice, 1, status=JobStatus.RUNNING,
+                     priority=fairshare.Priority.LOW)
+    spent = queue_jobs(sessions, alice, 1, status=JobStatus.RUNNING,
+                       priority=fairshare.Priority.LOW)
+    kept = queue_jobs(sessions, alice, 1, status=JobStatus.RUNNING,
+                      priority=fairshare.Priority.LOW)
+    with sessions.begin() as session:
+        session.get_one(Job, spent[0]).preemptions = fairshare.MAX_PREEMPTIONS
+        session.get_one(Job, kept[0]).preemptible = False
+    urgent = queue_jobs(sessions, alice, 1, priority=fairshare.Priority.URGENT)
+    with sessions.begin() as session:
+        assert preempt_for_waiting(session, after=0.0) == low
+    with sessions.begin() as session:  # the flagged job has not handed itself back yet
+        assert preempt_for_waiting(session, after=3600.0) == []
+        assert preempt_for_waiting(session, after=0.0) == []
+    queue_jobs(sessions, alice, 1, priority=fairshare.Priority.HIGH)
+    with sessions.begin() as session:  # a second waiting job: the normal one goes too
+        assert preempt_for_waiting(session, after=0.0) == normal
+    with sessions.begin() as session:  # nothing of lower priority is left to preempt
+        session.get_one(Job, urgent[0]).priority = fairshare.Priority.URGENT
+        assert preempt_for_waiting(session, after=0.0) == []
