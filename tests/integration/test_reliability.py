@@ -55,7 +55,8 @@ def test_the_same_message_twice_runs_one_trainer(service: Service) -> None:
             epochs = [r["epoch"] for r in client.get(f"/v1/jobs/{job['id']}/metrics"
                                                       ).json()["items"]]
             assert epochs == list(range(1, 31))
-            poll(lambda: f"job {job['id']} is taken" in service.log("worker")
+            # The duplicate is a wake-up that finds its job taken (and claims another or none).
+            poll(lambda: f"woken for job {job['id']}: " in service.log("worker")
                  + service.log("worker-2"), timeout=30, what="the duplicate to be skipped")
     finally:
         service.stop("worker-2")
