@@ -20,7 +20,7 @@ from datetime import timedelta
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from core import fairshare, lifecycle
+from core import audit, fairshare, lifecycle
 from core.broker import QUEUES
 from core.db.tables import Job, utcnow
 from core.fairshare import MAX_PREEMPTIONS, PREEMPTING
@@ -61,6 +61,8 @@ def preempt_for_waiting(session: Session, *, after: float) -> list[str]:
             if victim is None:
                 break  # nothing of lower priority left to preempt on this queue
             if lifecycle.request_preempt(session, victim, max_preemptions=MAX_PREEMPTIONS):
+                audit.record(session, action="job.preempt", outcome="requested", target=victim,
+                             owner_id=session.get_one(Job, victim).owner_id)
                 log.warning("job %s preempted for a waiting job of priority %s", victim,
                             fairshare.Priority(priority).name.lower())
                 flagged.append(victim)

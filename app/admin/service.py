@@ -1,4 +1,5 @@
-"""Admin rules: owners' quotas. Every function here is for admin keys only (403 otherwise)."""
+"""Admin rules: owners' quotas. The routes take admin keys only (app/deps.py AdminDep: 403
+otherwise); each function checks again, for callers other than the routes."""
 
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
@@ -10,7 +11,7 @@ from core.db.tables import Owner, Quota, utcnow
 
 def require_admin(owner: Owner) -> None:
     if not owner.is_admin:
-        raise Forbidden("this route is for admin keys")
+        raise Forbidden("this route needs an admin key")
 
 
 def _owner(session: Session, ref: str) -> Owner:
