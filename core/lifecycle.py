@@ -46,8 +46,9 @@ Every other move is illegal: succeeded, failed and cancelled are final, and a mo
 
 Each move to succeeded, failed, cancelled or pruned also writes the owner's webhook
 deliveries (`job.succeeded`, `job.failed`, `job.cancelled`, `job.pruned`:
-core/webhooks/outbox.py), and each end of a sweep its `sweep.completed`, in the same session, so they commit with the transition and
-none is lost when a process dies between the commit and the send.
+core/webhooks/outbox.py), and each end of a sweep its `sweep.completed`, in the same
+session, so they commit with the transition and none is lost when a process dies between
+the commit and the send.
 """
 
 from datetime import datetime, timedelta

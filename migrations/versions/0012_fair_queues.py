@@ -1,7 +1,7 @@
 """Fair queues: job priority, preemption and usage columns, the claim index, quotas
 
-Revision ID: 0009
-Revises: 0010
+Revision ID: 0012
+Revises: 0011
 
 Owners get `last_started_at` (fair share's tie-break). Existing jobs become `normal` (1), preemptible, never preempted, with no usage recorded.
 """
@@ -10,8 +10,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0009"
-down_revision: str | Sequence[str] | None = "0010"
+revision: str = "0012"
+down_revision: str | Sequence[str] | None = "0011"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
