@@ -17,6 +17,7 @@ from app.keys.service import Caller, Role, TTLCache, caller_for_key_hash, hash_k
 from app.singleflight import SingleFlight
 from core.config import Settings
 from core.db.tables import Owner
+from core.store import Store
 
 # Every list route pages the same way: `limit` items, then `cursor` for the next page.
 PageLimit = Annotated[int, Query(ge=1, le=200)]
@@ -42,6 +43,13 @@ def get_settings_dep(request: Request) -> Settings:
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+
+
+def get_store(request: Request) -> Store:
+    return request.app.state.store
+
+
+StoreDep = Annotated[Store, Depends(get_store)]
 
 
 def get_sender(request: Request) -> Celery:

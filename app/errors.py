@@ -11,6 +11,8 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from core.store import StoreUnavailable
+
 log = logging.getLogger(__name__)
 
 
@@ -162,6 +164,12 @@ def install(app: FastAPI) -> None:
     async def _database_down(_: Request, exc: Exception) -> JSONResponse:
         log.warning("database unavailable: %s", type(exc).__name__)
         return JSONResponse({"detail": "the database is unavailable; try again shortly"},
+                            status_code=503, headers={"Retry-After": "2"})
+
+    @app.exception_handler(StoreUnavailable)
+    async def _store_down(_: Request, exc: StoreUnavailable) -> JSONResponse:
+        log.warning("artifact store unavailable: %s", exc)
+        return JSONResponse({"detail": "the artifact store is unavailable; try again shortly"},
                             status_code=503, headers={"Retry-After": "2"})
 
     @app.exception_handler(DBAPIError)

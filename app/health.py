@@ -24,13 +24,14 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="Database and broker reachable (503 otherwise)",
-            responses={503: {"description": "the database or the broker is unreachable; "
-                             "`reasons` says why, naming the broker"}})
+@router.get("/readyz", summary="Database, broker and artifact store reachable (503 otherwise)",
+            responses={503: {"description": "the database, the broker or the artifact store "
+                             "is unreachable (or the store not writable); `reasons` says why"}})
 def readyz(request: Request) -> JSONResponse:
     state = request.app.state
     problems = {"database": None if _database_ok(request) else "the database is unreachable",
-                "broker": broker_problem(state.sender)}
+                "broker": broker_problem(state.sender),
+                "store": state.store.check_writable()}
     ready = not any(problems.values())
     body: dict[str, object] = {
         "status": "ready" if ready else "unavailable",

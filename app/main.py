@@ -37,6 +37,7 @@ from core.broker import make_sender
 from core.config import Settings, get_settings
 from core.db.engine import make_engine, make_sessionmaker
 from core.dispatch import Resender
+from core.store import open_store
 from core.sweeps.driver import SweepDriver
 
 log = logging.getLogger(__name__)
@@ -61,13 +62,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.sender = make_sender(settings)
         app.state.key_cache = TTLCache(settings.lookup_cache_seconds)
         app.state.key_loads = SingleFlight()
+        # Uploads, deletes and model loads go through the store: refuse to start without it.
+        app.state.store = open_store(settings)
+        problem = await run_in_threadpool(app.state.store.check_writable)
+        if problem:
+            raise RuntimeError(problem)
         # The inference thread, the model cache (warmed) and bounded torch threads.
-        app.state.serving = serving_state.start(settings, app.state.sessions)
+        app.state.serving = serving_state.start(settings, app.state.sessions, app.state.store)
         app.state.model_cache = app.state.serving.cache
         # Model references (name@alias, name:version) -> the model that answers.
         app.state.resolver = Resolver(app.state.sessions, settings.alias_cache_seconds)
         app.state.exporter = Exporter(settings, app.state.sessions)
-        swept = await run_in_threadpool(sweep_incoming, settings)
+        swept = await run_in_threadpool(sweep_incoming, settings)  # this host's own parts
         if swept:
             log.info("removed %d abandoned upload parts", swept)
         # Jobs whose send failed (the broker was down) are sent again from here once it

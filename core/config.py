@@ -125,6 +125,13 @@ class Settings(BaseSettings):
     webhook_backoff_seconds: float = Field(10.0, gt=0)
     webhook_backoff_max_seconds: float = Field(3600.0, gt=0)
     webhook_retry_seconds: float = Field(24 * 3600.0, gt=0)
+    # The artifact store (core/store.py): a directory (default: artifacts/ in data_dir) or
+    # s3://BUCKET/PREFIX; S3 credentials come from the standard AWS_* variables.
+    artifact_url: str = Field("", description="a directory, or s3://BUCKET/PREFIX")
+    s3_endpoint_url: str = Field("", description="an S3-compatible server; AWS when empty")
+    # Each host's verified copies of a bucket's objects, least recently used evicted first.
+    cache_dir: Path | None = Field(None, description="default: cache/ in data_dir")
+    cache_bytes: int = Field(10 * 1024**3, ge=0)
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> "Settings":
@@ -140,6 +147,14 @@ class Settings(BaseSettings):
     @property
     def artifact_dir(self) -> Path:
         return self.data_dir / "artifacts"
+
+    @property
+    def cache_path(self) -> Path:
+        return (self.cache_dir or self.data_dir / "cache").resolve()
+
+    @property
+    def artifacts_on_s3(self) -> bool:
+        return self.artifact_url.startswith("s3://")
 
     @property
     def broker_dir(self) -> Path:

@@ -1,6 +1,7 @@
 """Datasets as tensors: the built-ins, their fixed splits, and character windows."""
 
 import gzip
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -178,11 +179,13 @@ def windows(ids: torch.Tensor, seq_len: int) -> torch.Tensor:
 # -- Uploaded datasets: stored by app/datasets in the form models/formats/stored.py defines. -------
 
 
-def load_upload(root: Path, dataset_id: str, kind: str, info: dict[str, Any],
+def load_upload(fetch: Callable[[str, str], Path], dataset_id: str, kind: str,
+                info: dict[str, Any],
                 validation_fraction: float | None = None) -> ImageData | TextData:
     """An uploaded dataset from the artifact store, hash-checked and validated again, split
-    the way its info says (or as the job asks). Raises formats.FormatError."""
-    path = formats.dataset_path(root, formats.relative_path(dataset_id, kind))
+    the way its info says (or as the job asks). `fetch(key, sha256)` is the store's: a local
+    path to the stored file, verified. Raises formats.FormatError."""
+    path = fetch(formats.relative_path(dataset_id, kind), info["stored"]["sha256"])
     parsed = formats.read_stored(path, kind=kind, sha256=info["stored"]["sha256"],
                                  classes=info.get("classes"))
     fraction = info["validation_fraction"] if validation_fraction is None else validation_fraction

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from core import lifecycle
 from core.db.engine import session_scope
 from core.db.tables import Checkpoint, EpochMetric, Job, TrainedModel
+from core.store import ArtifactRefused
 from models import checkpoint as ckpt
 from models.data import ImageData, TextData
 from models.spec import higher_is_better
@@ -57,12 +58,12 @@ def describe_origin(rt: Runtime, job_id: str, data: ImageData | TextData) -> dic
 
 def record_checkpoint(rt: Runtime, job_id: str, epoch: int, data: bytes,
                       meta: dict[str, Any], origin: dict[str, Any] | None = None) -> None:
-    """Write the encoded checkpoint whole, then its row; a crash between leaves only an
-    orphan file, never a row without its file. `origin` is the lineage of the model row
-    the first checkpoint makes."""
+    """Put the encoded checkpoint into the store whole, then write its row; a crash between
+    leaves only an orphan object (swept by prepare_resume or `trainserve gc`), never a row
+    without its object. `origin` is the lineage of the model row the first checkpoint
+    makes."""
     relative = ckpt.relative_path(job_id, epoch)
-    path = ckpt.checkpoint_path(rt.settings.artifact_dir, relative)
-    sha256, size = ckpt.write(path, data)
+    sha256, size = rt.store.put_bytes(relative, data)
     with session_scope(rt.sessions) as session:
         _hold(session, rt, job_id)
         row = Checkpoint(job_id=job_id, epoch=epoch, path=relative, sha256=sha256, bytes=size,
@@ -122,8 +123,19 @@ def _prune(rt: Runtime, job_id: str) -> None:
         for row in doomed:
             session.delete(row)
         paths = [row.path for row in doomed]
-    for relative in paths:  # files go only after their rows are gone
-        ckpt.checkpoint_path(rt.settings.artifact_dir, relative).unlink(missing_ok=True)
+    for relative in paths:  # objects go only after their rows are gone
+        rt.store.delete(relative)
+
+
+def load_checkpoint(rt: Runtime, row: Checkpoint) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The checkpoint's tensors and metadata, fetched through this host's cache and checked
+    against its recorded sha256. CheckpointError when its object is missing or altered; a
+    store that cannot be reached raises StoreUnavailable (the job is retried)."""
+    try:
+        path = rt.store.fetch(row.path, row.sha256, "the checkpoint")
+    except ArtifactRefused as exc:
+        raise ckpt.CheckpointError(str(exc)) from exc
+    return ckpt.load(path, row.sha256)
 
 
 def prepare_resume(rt: Runtime, job_id: str, device: str) -> Resume | None:
@@ -137,8 +149,7 @@ def prepare_resume(rt: Runtime, job_id: str, device: str) -> Resume | None:
         resume: Resume | None = None
         for row in rows:
             try:
-                tensors, meta = ckpt.load(ckpt.checkpoint_path(rt.settings.artifact_dir, row.path),
-                                          row.sha256)
+                tensors, meta = load_checkpoint(rt, row)
             except ckpt.CheckpointError as exc:
                 log.warning("checkpoint %s of job %s refused: %s", row.epoch, job_id, exc)
                 continue
@@ -163,15 +174,12 @@ def prepare_resume(rt: Runtime, job_id: str, device: str) -> Resume | None:
 
 
 def _sweep(rt: Runtime, job_id: str, kept: set[str]) -> None:
-    """Remove the job's files that no checkpoint row names: temporary files of a write
-    that crashed, and files written just before a crash that recorded no row."""
-    folder = ckpt.checkpoint_path(rt.settings.artifact_dir, f"jobs/{job_id}")
-    if not folder.is_dir():
-        return
-    for path in folder.iterdir():
-        if f"jobs/{job_id}/{path.name}" not in kept:
-            log.info("job %s: removing %s, which no checkpoint row names", job_id, path.name)
-            path.unlink(missing_ok=True)
+    """Remove the job's objects that no checkpoint row names: those written just before a
+    crash that recorded no row. (Half-written ones are invisible: `trainserve gc` sweeps.)"""
+    for stored in rt.store.list(f"jobs/{job_id}/"):
+        if stored.key not in kept:
+            log.info("job %s: removing %s, which no checkpoint row names", job_id, stored.key)
+            rt.store.delete(stored.key)
 
 
 def succeed(rt: Runtime, job_id: str, *, model_epoch: int,
@@ -224,8 +232,7 @@ def model_weights(rt: Runtime, source_job_id: str) -> InitialWeights:
     if row is None:
         raise TrainingError(f"init_from job {source_job_id} has no ready model")
     try:
-        tensors, meta = ckpt.load(ckpt.checkpoint_path(rt.settings.artifact_dir, row.path),
-                                  row.sha256)
+        tensors, meta = load_checkpoint(rt, row)
     except ckpt.CheckpointError as exc:
         raise TrainingError(f"init_from checkpoint refused: {exc}") from exc
     return InitialWeights(tensors=tensors, meta=meta)

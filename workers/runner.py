@@ -11,6 +11,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from core.db.tables import Dataset
 from core.lifecycle import FailureKind, JobStatus, StopReason
+from core.store import ArtifactRefused, StoreUnavailable
 from models import checkpoint as ckpt
 from models.data import BUILTINS, ImageData, TextData, load_builtin, load_upload
 from models.formats import FormatError
@@ -89,6 +90,11 @@ def database_unavailable(exc: BaseException) -> bool:
         isinstance(exc, OperationalError) or exc.connection_invalidated)
 
 
+def transient(exc: BaseException) -> bool:
+    """What the background writer retries: the database or the store being away."""
+    return database_unavailable(exc) or isinstance(exc, StoreUnavailable)
+
+
 @contextlib.contextmanager
 def own_fault(writer: BackgroundWriter) -> Iterator[None]:
     """Around the job's own code: building its model, the training loop (forward, backward,
@@ -126,7 +132,8 @@ def load_data(spec: JobSpec, rt: Runtime | None = None) -> ImageData | TextData:
         if name in BUILTINS:
             return load_builtin(name, spec.training.validation_fraction)
         raise TrainingError(f"dataset {spec.dataset} is not available to this worker")
-    # An upload: its row says what it is; the path of its file is built from its id alone.
+    # An upload: its row says what it is; its key in the store is built from its id alone,
+    # and it is fetched through this host's cache, verified (no filesystem is shared).
     rt = rt or runtime()
     with rt.sessions() as session:
         row = session.get(Dataset, spec.dataset)
@@ -134,9 +141,9 @@ def load_data(spec: JobSpec, rt: Runtime | None = None) -> ImageData | TextData:
     if found is None:
         raise TrainingError(f"dataset {spec.dataset} no longer exists")
     try:
-        return load_upload(rt.settings.artifact_dir, spec.dataset, *found,
+        return load_upload(rt.store.fetch, spec.dataset, *found,
                            spec.training.validation_fraction)
-    except FormatError as exc:
+    except (FormatError, ArtifactRefused) as exc:
         raise TrainingError(f"dataset {spec.dataset} cannot be read: {exc}") from exc
 
 
@@ -148,7 +155,7 @@ def run_job(rt: Runtime, claimed: lease.Claim) -> str:
     deadline = claimed.started_at.timestamp() + limit if limit else None
     with (lease.Heartbeat(rt, job_id, since=claimed.claimed_at) as heartbeat,
           CancelWatch(rt, job_id, heartbeat)):
-        writer = BackgroundWriter(transient=database_unavailable,
+        writer = BackgroundWriter(transient=transient,
                                   retry_seconds=rt.settings.lease_seconds)
         callbacks = JobCallbacks(rt, job_id, heartbeat, writer, deadline, claimed.sweep_id)
         try:

@@ -9,19 +9,22 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.config import Settings, get_settings
 from core.db.engine import make_engine, make_sessionmaker
+from core.store import Store, open_store
 
 
 @dataclass
 class Runtime:
     settings: Settings
     sessions: sessionmaker[Session]
+    store: Store
     name: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
 
 
 @lru_cache
 def _runtime_for(pid: int) -> Runtime:
     settings = get_settings()
-    return Runtime(settings=settings, sessions=make_sessionmaker(make_engine(settings)))
+    return Runtime(settings=settings, sessions=make_sessionmaker(make_engine(settings)),
+                   store=open_store(settings))
 
 
 def runtime() -> Runtime:

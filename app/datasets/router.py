@@ -8,7 +8,15 @@ from starlette.concurrency import run_in_threadpool
 
 from app.datasets import service, uploads
 from app.datasets.schemas import UPLOAD_FORM, DatasetOut, DatasetPage, Kind
-from app.deps import PAGE_LIMIT_DEFAULT, OwnerDep, PageCursor, PageLimit, SessionDep, SettingsDep
+from app.deps import (
+    PAGE_LIMIT_DEFAULT,
+    OwnerDep,
+    PageCursor,
+    PageLimit,
+    SessionDep,
+    SettingsDep,
+    StoreDep,
+)
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 DatasetId = Annotated[str, "the dataset's id"]
@@ -46,12 +54,12 @@ def builtins(_: OwnerDep) -> dict[str, list[dict[str, Any]]]:
                               "storage quota"},
                         415: {"description": "not multipart/form-data"},
                         422: {"description": "malformed; the detail says what is wrong"}})
-async def upload(request: Request, session: SessionDep, settings: SettingsDep, owner: OwnerDep,
-                 response: Response) -> DatasetOut:
+async def upload(request: Request, session: SessionDep, settings: SettingsDep, store: StoreDep,
+                 owner: OwnerDep, response: Response) -> DatasetOut:
     async with uploads.receive(request, settings=settings) as received:
         row, created = await run_in_threadpool(partial(
-            service.create_dataset, session=session, settings=settings, owner=owner,
-            upload=received))
+            service.create_dataset, session=session, settings=settings, store=store,
+            owner=owner, upload=received))
     response.status_code = 201 if created else 200
     response.headers["Location"] = f"/v1/datasets/{row.id}"
     return service.to_out(row)
@@ -75,8 +83,7 @@ def get(dataset_id: DatasetId, session: SessionDep, owner: OwnerDep) -> DatasetO
 
 @router.delete("/{dataset_id}", status_code=204, summary="Delete an uploaded dataset",
                responses={409: {"description": "a queued or running job uses it"}})
-def delete(dataset_id: DatasetId, session: SessionDep, settings: SettingsDep,
+def delete(dataset_id: DatasetId, session: SessionDep, store: StoreDep,
            owner: OwnerDep) -> Response:
-    service.delete_dataset(session=session, settings=settings, owner=owner,
-                           dataset_id=dataset_id)
+    service.delete_dataset(session=session, store=store, owner=owner, dataset_id=dataset_id)
     return Response(status_code=204)

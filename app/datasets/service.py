@@ -1,8 +1,9 @@
 """Datasets: the built-ins and the owner's uploads. Every query is owner-scoped.
 
 An upload is parsed and checked completely (models.formats) before anything is recorded;
-what trains is the parsed form, written whole to a path built from the dataset's id, and
-the row is committed only after its file is in place. Bad input leaves neither behind.
+what trains is the parsed form, written whole to a local file, then put into the artifact
+store under a key built from the dataset's id; the row is committed only after the store
+has it. Bad input leaves neither behind.
 """
 
 import codecs
@@ -15,12 +16,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.datasets.schemas import DatasetOut
-from app.datasets.uploads import FILE_FIELDS, Received
+from app.datasets.uploads import FILE_FIELDS, INCOMING, Received
 from app.errors import TooLarge, conflict, invalid, not_found
 from core.config import Settings
 from core.db.pages import newest_first
 from core.db.tables import Dataset, Job, Owner, new_id
 from core.lifecycle import ACTIVE
+from core.store import Store
 from models import formats
 from models.data import BUILTINS, builtin_info
 
@@ -136,7 +138,22 @@ def _check_quota(session: Session, settings: Settings, owner: Owner, adding: int
                        "stored; delete some first")
 
 
-def create_dataset(*, session: Session, settings: Settings, owner: Owner,
+def _put(settings: Settings, store: Store, parsed: formats.Images | formats.Text
+         | formats.TextFile, key: str) -> tuple[str, int]:
+    """The stored form written beside the upload's parts (a rename for streamed text), then
+    put into the store; returns the stored object's sha256 and size."""
+    staged = settings.artifact_dir / INCOMING / f"{new_id()}.part"  # swept if we die here
+    try:
+        formats.store(parsed, staged)
+    finally:
+        formats.discard(parsed)
+    try:
+        return store.put_file(key, staged, consume=True)
+    finally:
+        staged.unlink(missing_ok=True)
+
+
+def create_dataset(*, session: Session, settings: Settings, store: Store, owner: Owner,
                    upload: Received) -> tuple[Dataset, bool]:
     """Parse, check and store an upload. Returns (dataset, created): the same bytes in the
     same format with the same options from the same owner give back the dataset already
@@ -155,12 +172,8 @@ def create_dataset(*, session: Session, settings: Settings, owner: Owner,
     except formats.FormatError as exc:
         raise invalid(exc.field, str(exc)) from None
     dataset_id = new_id()
-    path = formats.dataset_path(settings.artifact_dir,
-                                formats.relative_path(dataset_id, parsed.kind))
-    try:
-        stored_sha256, stored_bytes = formats.store(parsed, path)
-    finally:
-        formats.discard(parsed)
+    object_key = formats.relative_path(dataset_id, parsed.kind)
+    stored_sha256, stored_bytes = _put(settings, store, parsed, object_key)
     info = formats.describe(parsed) | {
         "files": [upload.files[f].filename for f in FILE_FIELDS if f in upload.files],
         "stored": {"sha256": stored_sha256, "bytes": stored_bytes},
@@ -174,14 +187,14 @@ def create_dataset(*, session: Session, settings: Settings, owner: Owner,
         session.commit()
     except IntegrityError:  # the same upload, finishing at the same moment: keep theirs
         session.rollback()
-        path.unlink(missing_ok=True)
+        store.delete(object_key)
         twin = _same_upload(session, owner, upload.sha256, fmt, key)
         if twin is None:
             raise
         return twin, False
     except BaseException:
         session.rollback()
-        path.unlink(missing_ok=True)
+        store.delete(object_key)
         raise
     return row, True
 
@@ -195,8 +208,7 @@ def lock_for_job(session: Session, dataset_id: str) -> bool:
                            .with_for_update(read=True)).first() is not None
 
 
-def delete_dataset(*, session: Session, settings: Settings, owner: Owner,
-                   dataset_id: str) -> None:
+def delete_dataset(*, session: Session, store: Store, owner: Owner, dataset_id: str) -> None:
     """409 while a queued or running job uses it. The check and the delete are one: on
     PostgreSQL the row is locked first (a submit holding it commits its job before we look,
     one coming after waits and finds no row); the DELETE itself carries the check, which on
@@ -216,8 +228,9 @@ def delete_dataset(*, session: Session, settings: Settings, owner: Owner,
         raise conflict(f"job {busy.id} is {busy.status} on this dataset; cancel it or let it "
                        "finish first")
     session.commit()
-    # After the commit: a crash in between leaves an orphan file, never a row without one.
-    formats.dataset_path(settings.artifact_dir, relative).unlink(missing_ok=True)
+    # After the commit: a crash in between leaves an orphan object (`trainserve gc` removes
+    # it), never a row without one.
+    store.delete(relative)
 
 
 def to_out(row: Dataset) -> DatasetOut:

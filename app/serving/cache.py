@@ -8,6 +8,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,8 +52,10 @@ def module_bytes(module: nn.Module) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
-def load_model(model_id: str, path: Path, sha256: str) -> LoadedModel:
-    tensors, meta = ckpt.load(path, sha256)
+def load_model(model_id: str, path: Path | Callable[[], Path], sha256: str) -> LoadedModel:
+    """`path` is the checkpoint's file, or what fetches it (through the host's cache) when
+    the model is not loaded yet."""
+    tensors, meta = ckpt.load(path() if callable(path) else path, sha256)
     module = registry.rebuild(meta["arch"], meta["config"])
     module.load_state_dict(strip_prefix("model.", tensors))
     module.eval()
@@ -92,7 +95,7 @@ class ModelCache:
         with self._lock:
             self.hits += 1
 
-    def get(self, model_id: str, path: Path, sha256: str) -> LoadedModel:
+    def get(self, model_id: str, path: Path | Callable[[], Path], sha256: str) -> LoadedModel:
         key = (model_id, sha256)
         with self._lock:
             loaded = self._models.get(key)

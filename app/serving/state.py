@@ -8,6 +8,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from sqlalchemy import select
@@ -22,6 +23,7 @@ from app.singleflight import SingleFlight
 from core.config import Settings
 from core.db.tables import Checkpoint, TrainedModel
 from core.lifecycle import ModelStatus
+from core.store import ArtifactRefused, Store
 from models import checkpoint as ckpt
 
 log = logging.getLogger(__name__)
@@ -46,6 +48,7 @@ def configure_torch(threads: int) -> None:
 class Serving:
     settings: Settings
     sessions: sessionmaker[Session]
+    store: Store
     cache: ModelCache
     batcher: MicroBatcher
     generators: ThreadPoolExecutor
@@ -71,13 +74,13 @@ class Serving:
 GIL_SWITCH_SECONDS = 0.0002
 
 
-def start(settings: Settings, sessions: sessionmaker[Session]) -> Serving:
+def start(settings: Settings, sessions: sessionmaker[Session], store: Store) -> Serving:
     threads = settings.inference_threads
     idle_threads = settings.inference_idle_threads or min(usable_cpus(), IDLE_THREADS_MAX)
     sys.setswitchinterval(GIL_SWITCH_SECONDS)
     configure_torch(threads)
     serving = Serving(
-        settings=settings, sessions=sessions,
+        settings=settings, sessions=sessions, store=store,
         cache=ModelCache(settings.model_cache_size, settings.model_cache_bytes),
         batcher=MicroBatcher(max_batch=settings.batch_max_size,
                              max_delay=settings.batch_delay_ms / 1000,
@@ -105,8 +108,15 @@ def load_row(serving: Serving, row: TrainedModel, session: Session) -> LoadedMod
     checkpoint = session.get(Checkpoint, row.checkpoint_id)
     if checkpoint is None:
         raise LookupError("the model's checkpoint is gone")
-    return serving.cache.get(row.id, ckpt.checkpoint_path(serving.settings.artifact_dir,
-                                                  checkpoint.path), checkpoint.sha256)
+    path, sha256 = checkpoint.path, checkpoint.sha256
+
+    def fetch() -> Path:
+        """Through this host's cache, verified: the API never sees a worker's disk."""
+        try:
+            return serving.store.fetch(path, sha256, "the model's checkpoint")
+        except ArtifactRefused as exc:
+            raise ckpt.CheckpointError(str(exc)) from exc
+    return serving.cache.get(row.id, fetch, sha256)
 
 
 def warm(serving: Serving, model_id: str) -> LoadedModel:

@@ -11,6 +11,7 @@ from sqlalchemy import select, update
 from core.config import Settings
 from core.db.engine import make_engine, make_sessionmaker, session_scope
 from core.db.tables import Base, Checkpoint, Job, Owner
+from core.store import open_store
 from workers import lease, recorder
 from workers.cancel import CancelWatch
 from workers.recorder import LeaseLost
@@ -23,7 +24,8 @@ def rt(tmp_path: Path) -> Iterator[Runtime]:
     settings = Settings(data_dir=tmp_path)
     engine = make_engine(settings)
     Base.metadata.create_all(engine)
-    yield Runtime(settings=settings, sessions=make_sessionmaker(engine), name="host:1")
+    yield Runtime(settings=settings, sessions=make_sessionmaker(engine), store=open_store(settings),
+                  name="host:1")
     engine.dispose()
 
 
