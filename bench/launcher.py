@@ -21,6 +21,7 @@ import sqlalchemy.pool
 
 from core.config import Settings
 from core.lifecycle import TERMINAL
+from core.store import Store, open_store
 
 # The defaults a deployment runs with, as settings to pass back explicitly (for runs that
 # must measure what a deployment gets whatever the caller's environment says).
@@ -55,6 +56,7 @@ class Service:
     base_url: str = ""
     keys: dict[str, str] = field(default_factory=dict)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    _store: Store | None = None
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "app.cli", *args], env=self.env,
@@ -119,7 +121,42 @@ class Service:
             engine.dispose()
 
     def artifact(self, relative: str) -> Path:
+        """A file of the default directory store (see `store` for either kind)."""
         return Path(self.env["TRAINSERVE_DATA_DIR"]) / "artifacts" / relative
+
+    @property
+    def on_s3(self) -> bool:
+        return self.env.get("TRAINSERVE_ARTIFACT_URL", "").startswith("s3://")
+
+    @property
+    def store(self) -> Store:
+        """The service's artifact store as its processes open it, with a cache of its own:
+        what an outside observer (or a fault) sees and changes."""
+        if self._store is None:
+            self._store = open_store(Settings(
+                data_dir=Path(self.env["TRAINSERVE_DATA_DIR"]),
+                artifact_url=self.env.get("TRAINSERVE_ARTIFACT_URL", ""),
+                s3_endpoint_url=self.env.get("TRAINSERVE_S3_ENDPOINT_URL", ""),
+                cache_dir=self.root / "observer-cache"))
+        return self._store
+
+    def object_keys(self, prefix: str = "") -> list[str]:
+        return sorted(stored.key for stored in self.store.list(prefix))
+
+    def read_object(self, key: str) -> bytes:
+        local = self.store.backend.local(key)
+        if local is not None:
+            return local.read_bytes()
+        tmp = self.root / f"download-{os.getpid()}.tmp"
+        try:
+            self.store.backend.download(key, tmp)
+            return tmp.read_bytes()
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def write_object(self, key: str, data: bytes) -> None:
+        """Replace (or create) an object behind the service's back, as a fault would."""
+        self.store.put_bytes(key, data)
 
     def log(self, name: str) -> str:
         path = self.root / f"{name}.log"

@@ -148,8 +148,11 @@ class DirectoryBackend:
             return
         for path in sorted(base.rglob("*")):
             relative = path.relative_to(self.root).as_posix()
-            if (path.is_file() and not path.name.startswith(".")
-                    and not relative.startswith((STAGING, PROBE))):
+            # Temporary files of interrupted writes are listed too (gc and a resuming job
+            # remove them like any object no row names); hidden folders (the staging area,
+            # the API's incoming upload parts, probes) are not the store's.
+            folders = relative.split("/")[:-1]
+            if path.is_file() and not any(f.startswith(".") for f in folders):
                 stat = path.stat()
                 yield StoredObject(relative, stat.st_size, stat.st_mtime)
 
@@ -231,12 +234,20 @@ class S3Backend:
             Bucket=self.bucket, Prefix=self.prefix)
         for page in self._call("listing uploads under", "", lambda: list(pages)):
             for upload in page.get("Uploads", []):
-                if upload["Initiated"].timestamp() < cutoff:
+                if self._last_activity(upload) < cutoff:
                     self._call("aborting an upload to", upload["Key"], lambda u=upload:
                                self.client.abort_multipart_upload(
                                    Bucket=self.bucket, Key=u["Key"], UploadId=u["UploadId"]))
                     aborted += 1
         return aborted
+
+    def _last_activity(self, upload: dict[str, Any]) -> float:
+        """When the upload last moved: its newest part, or its start (an upload still
+        sending parts is in flight however long ago it began)."""
+        parts = self._call("listing parts of", upload["Key"], lambda: self.client.list_parts(
+            Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]))
+        times = [upload["Initiated"], *(part["LastModified"] for part in parts.get("Parts", []))]
+        return max(t.timestamp() for t in times)
 
 
 class Cache:

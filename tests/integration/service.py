@@ -1,16 +1,23 @@
 """A real trainserve for tests: bench/launcher.py's service, on a fresh database per
-backend, with lease and reconciler timings short enough for failure tests to take seconds."""
+backend, with lease and reconciler timings short enough for failure tests to take seconds.
+
+The two backends are the two shapes of a deployment: `sqlite` keeps everything in its data
+dir (the artifact store a directory), `postgres` is production's (PostgreSQL, Redis and an
+S3 bucket on the suite's own S3 server, tests/integration/s3.py), so every test that
+touches artifacts runs against both stores."""
 
 import os
 import secrets
 from collections.abc import Callable
 from pathlib import Path
 
+import boto3
 import psycopg
 import pytest
 import redis
 
 from bench.launcher import DEFAULT_TIMING, Service, free_port, launch, poll
+from tests.integration import s3
 
 PG_ADMIN_URL = os.environ.get("TRAINSERVE_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("TRAINSERVE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
@@ -65,11 +72,16 @@ def create_database(prefix: str = "trainserve_test") -> tuple[str, Callable[[], 
 
 def make_service(backend: str, root: Path, **settings: str) -> tuple[Service, Callable[[], None]]:
     """A migrated service with keys for alice, bob and an admin, its API and one worker.
-    `backend` is sqlite, postgres (a fresh database on the shared server, Redis db 15) or
-    custom (the TRAINSERVE_* `settings` given, e.g. a private database and broker)."""
+    `backend` is sqlite, postgres (a fresh database on the shared server, Redis db 15, a
+    fresh bucket on the suite's S3 server) or custom (the TRAINSERVE_* `settings` given,
+    e.g. a private database and broker)."""
     env = {**os.environ, **FAST_SETTINGS, "TRAINSERVE_DATA_DIR": str(root / "data")}
-    env.pop("TRAINSERVE_DATABASE_URL", None)
-    env.pop("TRAINSERVE_BROKER_URL", None)
+    for name in ("DATABASE_URL", "BROKER_URL", "ARTIFACT_URL", "S3_ENDPOINT_URL", "CACHE_DIR"):
+        env.pop(f"TRAINSERVE_{name}", None)
+    if backend == "postgres":
+        endpoint = s3.shared_endpoint()
+        env |= {**s3.CREDENTIALS, "TRAINSERVE_S3_ENDPOINT_URL": endpoint,
+                "TRAINSERVE_ARTIFACT_URL": s3.new_bucket(endpoint)}
     env.update({f"TRAINSERVE_{key.upper()}": value for key, value in settings.items()})
     cleanups: list[Callable[[], None]] = []
     if backend == "postgres":
@@ -91,5 +103,36 @@ def make_service(backend: str, root: Path, **settings: str) -> tuple[Service, Ca
     return service, teardown
 
 
-__all__ = ["DEFAULT_TIMING", "FAST_SETTINGS", "Service", "create_database", "free_port",
-           "make_service", "poll", "postgres_reachable", "redis_reachable", "require_postgres"]
+def begin_interrupted_write(service: Service, key: str) -> str:
+    """What a writer killed mid-object leaves under `key`'s folder: a temporary file in a
+    directory store, a multipart upload never completed in a bucket. Returns the key a
+    listing could show it under (a bucket shows none)."""
+    if not service.on_s3:
+        folder, _, name = key.rpartition("/")
+        half = f"{folder}/.{name}.999.tmp"
+        path = service.artifact(half)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"\x00" * 100)
+        return half
+    bucket, _, prefix = service.env["TRAINSERVE_ARTIFACT_URL"].removeprefix("s3://").partition("/")
+    client = boto3.client("s3", endpoint_url=service.env["TRAINSERVE_S3_ENDPOINT_URL"])
+    name = f"{prefix}/{key}.half"
+    upload = client.create_multipart_upload(Bucket=bucket, Key=name)
+    client.upload_part(Bucket=bucket, Key=name, UploadId=upload["UploadId"], PartNumber=1,
+                       Body=b"\x00" * 100)
+    return f"{key}.half"
+
+
+__all__ = [
+    "DEFAULT_TIMING",
+    "FAST_SETTINGS",
+    "Service",
+    "begin_interrupted_write",
+    "create_database",
+    "free_port",
+    "make_service",
+    "poll",
+    "postgres_reachable",
+    "redis_reachable",
+    "require_postgres",
+]

@@ -29,8 +29,10 @@ def upload(client: httpx.Client, fmt: str, file: FilePart, labels: FilePart | No
 
 
 def _stored(service: Service) -> set[str]:
-    root = service.root / "data" / "artifacts" / "datasets"
-    return {str(p.relative_to(root)) for p in root.rglob("*")} if root.exists() else set()
+    """The datasets' objects in the store, and upload parts on the API's own disk."""
+    incoming = service.artifact("datasets/.incoming")
+    parts = {f".incoming/{p.name}" for p in incoming.iterdir()} if incoming.is_dir() else set()
+    return {key.removeprefix("datasets/") for key in service.object_keys("datasets/")} | parts
 
 
 def _ids(client: httpx.Client) -> list[str]:

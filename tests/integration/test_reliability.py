@@ -10,7 +10,7 @@ import pytest
 
 from core.broker import make_sender, send_wakeup
 from core.config import Settings
-from tests.integration.service import Service, poll
+from tests.integration.service import Service, begin_interrupted_write, poll
 from tests.integration.specs import long_lstm, small_mlp
 
 
@@ -138,22 +138,22 @@ def test_a_crash_mid_checkpoint_leaves_the_previous_one_in_use(service: Service)
         poll(lambda: len(client.get(f"/v1/jobs/{job['id']}/checkpoints").json()["items"]) >= 2,
              timeout=60, what="two checkpoints")
         service.stop("worker", signal.SIGKILL)
+        folder = f"jobs/{job['id']}/"
         try:
             items = client.get(f"/v1/jobs/{job['id']}/checkpoints").json()["items"]
-            folder = service.artifact(f"jobs/{job['id']}")
-            # What a crash in the middle of writing the next one leaves behind.
-            half = folder / f".epoch-{items[-1]['epoch'] + 2:06d}.safetensors.999.tmp"
-            half.write_bytes(b"\x00" * 100)
-            unrecorded = folder / f"epoch-{items[-1]['epoch'] + 2:06d}.safetensors"
-            unrecorded.write_bytes(json.dumps({"not": "a checkpoint"}).encode())
+            # What a crash in the middle of writing the next one leaves behind: a temporary
+            # file in a directory, an upload never completed (invisible) in a bucket.
+            name = f"epoch-{items[-1]['epoch'] + 2:06d}.safetensors"
+            half = begin_interrupted_write(service, folder + name)
+            service.write_object(folder + name, json.dumps({"not": "a checkpoint"}).encode())
         finally:
             service.start_worker()
         done = service.wait_job(client, job["id"], timeout=180)
         assert done["status"] == "succeeded"
-        assert not half.exists()
-        names = sorted(p.name for p in folder.iterdir())
+        assert half not in service.object_keys(folder)
         kept = client.get(f"/v1/jobs/{job['id']}/checkpoints").json()["items"]
-        assert names == sorted(f"epoch-{c['epoch']:06d}.safetensors" for c in kept)
+        assert service.object_keys(folder) == sorted(
+            f"{folder}epoch-{c['epoch']:06d}.safetensors" for c in kept)
 
 
 def test_a_repeated_idempotency_key_returns_the_first_job(service: Service) -> None:

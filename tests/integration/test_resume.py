@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 import pytest
-from safetensors.torch import load_file
+from safetensors.torch import load
 
 from tests.integration.service import Service, poll
 
@@ -40,8 +40,8 @@ def submit(client: httpx.Client, spec: dict[str, Any]) -> str:
 
 
 def final_weights(service: Service, job: dict[str, Any]) -> dict[str, Any]:
-    path = service.artifact(f"jobs/{job['id']}/epoch-{job['progress']['epoch']:06d}.safetensors")
-    return {k: v for k, v in load_file(path).items() if k.startswith("model.")}
+    key = f"jobs/{job['id']}/epoch-{job['progress']['epoch']:06d}.safetensors"
+    return {k: v for k, v in load(service.read_object(key)).items() if k.startswith("model.")}
 
 
 def history(client: httpx.Client, job_id: str) -> list[tuple[Any, ...]]:
@@ -101,10 +101,10 @@ def test_a_dead_worker_is_taken_back_and_a_corrupt_checkpoint_is_skipped(
         service.stop("worker", signal.SIGKILL)  # the whole worker, children and all
         try:
             items = client.get(f"/v1/jobs/{job_id}/checkpoints").json()["items"]
-            newest = service.artifact(f"jobs/{job_id}/epoch-{items[-1]['epoch']:06d}.safetensors")
-            data = bytearray(newest.read_bytes())
+            newest = f"jobs/{job_id}/epoch-{items[-1]['epoch']:06d}.safetensors"
+            data = bytearray(service.read_object(newest))
             data[len(data) // 2] ^= 0xFF
-            newest.write_bytes(bytes(data))
+            service.write_object(newest, bytes(data))
             assert client.get(f"/v1/jobs/{job_id}").json()["status"] == "running"
         finally:
             service.start_worker()

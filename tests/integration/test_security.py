@@ -3,6 +3,7 @@ objects, path traversal, pickle through the broker or a checkpoint, absurd specs
 
 import hashlib
 import http.client
+import io
 from pathlib import Path
 from typing import Any
 
@@ -129,14 +130,15 @@ def test_a_pickled_checkpoint_is_refused_and_runs_nothing(service: Service,
     marker = tmp_path / "pwned"
     with service.client() as client:
         job = service.wait_job(client, client.post("/v1/jobs", json=small_mlp()).json()["id"])
-        final = service.artifact(
-            f"jobs/{job['id']}/epoch-{job['progress']['epoch']:06d}.safetensors")
-        torch.save({"weights": Marker(marker)}, final)  # an attacker's .pt, same path
+        final = f"jobs/{job['id']}/epoch-{job['progress']['epoch']:06d}.safetensors"
+        pickled = io.BytesIO()
+        torch.save({"weights": Marker(marker)}, pickled)  # an attacker's .pt, same key
+        service.write_object(final, pickled.getvalue())
         refused = client.post(f"/v1/models/{job['model_id']}/predict",
                               json={"inputs": [[0.0] * 64]})
         assert refused.status_code == 409, refused.text
         # Even with the recorded hash forged to match, it is not a safetensors file.
-        digest = hashlib.sha256(final.read_bytes()).hexdigest()
+        digest = hashlib.sha256(pickled.getvalue()).hexdigest()
         service.sql("UPDATE checkpoints SET sha256 = :d WHERE job_id = :j", d=digest,
                     j=job["id"])
         forged = client.post(f"/v1/models/{job['model_id']}/predict",
