@@ -65,14 +65,19 @@ class Service:
     def start_api(self) -> None:
         self.processes["api"] = self._spawn("api", [sys.executable, "-m", "app.cli", "api"])
 
-    def start_worker(self, name: str = "worker", pool: str = "prefork") -> subprocess.Popen[bytes]:
+    def start_worker(self, name: str = "worker", pool: str = "prefork",
+                     **settings: str) -> subprocess.Popen[bytes]:
+        """A worker; `settings` (TRAINSERVE_* without the prefix, e.g. data_dir) are its
+        own, as on another host."""
         argv = [sys.executable, "-m", "app.cli", "worker", "--queues", "cpu", "--pool", pool]
-        self.processes[name] = self._spawn(name, argv)
+        env = self.env | {f"TRAINSERVE_{k.upper()}": v for k, v in settings.items()}
+        self.processes[name] = self._spawn(name, argv, env)
         return self.processes[name]
 
-    def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+    def _spawn(self, name: str, argv: list[str],
+               env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         log = open(self.root / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the process
-        return subprocess.Popen(argv, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+        return subprocess.Popen(argv, env=env or self.env, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
 
     def stop(self, name: str, sig: int = signal.SIGTERM, timeout: float = 20) -> None:

@@ -2,7 +2,8 @@
 an HTTP client of a running API, see app/client.py) submit, watch and query jobs and models.
 
 server.py runs the service (up, api, worker, db), keys.py manages API keys in the database,
-remote.py talks to a running API (jobs, models), and so does sweeps.py (sweeps). The worker
+gc.py removes stored objects no row refers to, remote.py talks to a running API (jobs,
+models), and so does sweeps.py (sweeps). The worker
 is started as its own `celery` process, so this package (like the rest of app/) never imports
 the workers' task code.
 """
@@ -10,7 +11,7 @@ the workers' task code.
 import argparse
 from collections.abc import Sequence
 
-from app.cli import keys, remote, server, sweeps
+from app.cli import gc, keys, remote, server, sweeps
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     server.add_parsers(commands)
     keys.add_parsers(commands)
+    gc.add_parsers(commands)
     remote.add_parsers(commands)
     sweeps.add_parsers(commands)
     return parser

@@ -12,10 +12,12 @@ from app.deps import (
     SenderDep,
     SessionDep,
     SettingsDep,
+    StoreDep,
 )
 from app.jobs import service
 from app.jobs.openapi_examples import JOB_EXAMPLES
 from app.jobs.schemas import CheckpointList, CheckpointOut, JobOut, JobPage, MetricsOut
+from app.registry import service as registry_service
 from core.fairshare import places as places_of
 from core.lifecycle import JobStatus
 from models.spec import JobSpec
@@ -59,6 +61,19 @@ def get(job_id: JobId, session: SessionDep, owner: OwnerDep, settings: SettingsD
     job = service.get_job(session=session, owner=owner, job_id=job_id)
     place = places_of(session, [job], settings.max_attempts).get(job.id)
     return service.to_out(job, service.model_ids(session, [job]).get(job.id), place)
+
+
+@router.delete("/{job_id}", status_code=204, summary="Delete a finished job",
+               description="The job, its metrics, its checkpoints and its model go, and their "
+               "objects leave the artifact store.",
+               responses={404: {"description": "no such job"},
+                          409: {"description": "the job is queued or running, another job "
+                                "starts from its model (init_from), or a registered version "
+                                "refers to its model"}})
+def delete(job_id: JobId, session: SessionDep, store: StoreDep, owner: OwnerDep) -> Response:
+    service.delete_job(session=session, store=store, owner=owner, job_id=job_id,
+                       refuses=registry_service.refuses_delete)
+    return Response(status_code=204)
 
 
 @router.post("/{job_id}/cancel", status_code=202, summary="Cancel a job",

@@ -1,9 +1,11 @@
 """Jobs: the rules. Routes call these with keyword arguments; every query is owner-scoped."""
 
+import logging
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from celery import Celery
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -18,10 +20,13 @@ from core.db.pages import newest_first
 from core.db.tables import Checkpoint, EpochMetric, Job, Owner, TrainedModel, utcnow
 from core.dispatch import send_new
 from core.fairshare import Place, Priority
-from core.lifecycle import ACTIVE, JobStatus, ModelStatus
+from core.lifecycle import ACTIVE, TERMINAL, JobStatus, ModelStatus
+from core.store import Store, StoreError
 from models import memory, registry
 from models.data import has_validation
 from models.spec import MAX_PARAMETERS, JobSpec, watched_metrics
+
+log = logging.getLogger(__name__)
 
 
 def scoped(query: Select[Any], owner: Owner, column: Any) -> Select[Any]:
@@ -264,3 +269,64 @@ def job_checkpoints(*, session: Session, owner: Owner, job_id: str) -> list[Chec
     job = get_job(session=session, owner=owner, job_id=job_id)
     return list(session.execute(select(Checkpoint).where(Checkpoint.job_id == job.id)
                                 .order_by(Checkpoint.epoch)).scalars())
+
+
+# -- Deleting: rows first, in one transaction; their objects after the commit. A crash (or a
+# store that fails) in between leaves objects no row names, which `trainserve gc` removes;
+# never a row without its object.
+
+
+def model_user(session: Session, job: Job) -> str | None:
+    """An active job of the same owner that starts from this job's model (`init_from` is
+    the owner's own job, checked at submit), if any: its weights are still needed."""
+    rows = session.execute(select(Job.id, Job.spec).where(
+        Job.owner_id == job.owner_id, Job.status.in_(ACTIVE), Job.id != job.id))
+    return next((other for other, spec in rows if spec.get("init_from") == job.id), None)
+
+
+def check_deletable(session: Session, job: Job, refuses: Callable[[Session, str], str | None],
+                    model_id: str | None) -> None:
+    """409 while the job is queued or running, while another job will start from its
+    model, or when `refuses` (the registry's guard) has a reason to keep its model."""
+    reason = None
+    if job.status in ACTIVE:
+        reason = f"the job is {job.status}; cancel it or let it finish first"
+    elif (user := model_user(session, job)) is not None:
+        reason = f"job {user} starts from this job's model (init_from); cancel it first"
+    elif model_id is not None:
+        reason = refuses(session, model_id)
+    if reason is not None:
+        session.rollback()
+        raise conflict(reason)
+
+
+def remove_objects(store: Store, keys: Iterable[str]) -> None:
+    for key in keys:
+        try:
+            store.delete(key)
+        except StoreError as exc:  # committed already: gc removes it later
+            log.warning("could not remove %s from the store (trainserve gc will): %s", key, exc)
+
+
+def delete_job(*, session: Session, store: Store, owner: Owner, job_id: str,
+               refuses: Callable[[Session, str], str | None]) -> None:
+    """A finished job goes with its metrics, checkpoints and model, and their objects;
+    `refuses` is the registry's guard on its model (409 with its reason)."""
+    job = get_job(session=session, owner=owner, job_id=job_id)
+    # PostgreSQL: hold the row, so that its status read below is the one we delete under.
+    session.execute(select(Job.id).where(Job.id == job.id).with_for_update())
+    session.refresh(job)
+    model_id = session.execute(select(TrainedModel.id).where(TrainedModel.job_id == job.id)
+                               ).scalar_one_or_none()
+    check_deletable(session, job, refuses, model_id)
+    keys = list(session.execute(select(Checkpoint.path).where(Checkpoint.job_id == job.id))
+                .scalars())
+    session.execute(delete(TrainedModel).where(TrainedModel.job_id == job.id))
+    # Metrics and checkpoints go by the foreign keys' ON DELETE CASCADE.
+    deleted = session.execute(delete(Job).where(Job.id == job.id, Job.status.in_(TERMINAL))
+                              .execution_options(synchronize_session=False)).rowcount
+    if not deleted:
+        session.rollback()
+        raise not_found("job")
+    session.commit()
+    remove_objects(store, keys)

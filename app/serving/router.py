@@ -19,7 +19,15 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import ClientDisconnect
 
 from app.bodies import PARSE_INLINE_BYTES
-from app.deps import PAGE_LIMIT_DEFAULT, OwnerDep, PageCursor, PageLimit, SessionDep, authenticate
+from app.deps import (
+    PAGE_LIMIT_DEFAULT,
+    OwnerDep,
+    PageCursor,
+    PageLimit,
+    SessionDep,
+    StoreDep,
+    authenticate,
+)
 from app.errors import ClientGone
 from app.registry import service as registry_service
 from app.registry.metrics import VersionMetrics
@@ -109,12 +117,15 @@ async def get(model_id: ModelRef, request: Request, owner: OwnerDep) -> ModelOut
     return await run_in_threadpool(read)
 
 
-@router.delete("/{model_id}", status_code=204, summary="Delete a model (its job's checkpoints "
-               "stay)", responses={404: {"description": "no such model"},
-                                   409: {"description": "its job still runs, or a registered "
-                                         "version refers to it"}})
-def delete(model_id: str, session: SessionDep, owner: OwnerDep) -> Response:
-    service.delete_model(session=session, owner=owner, model_id=model_id,
+@router.delete("/{model_id}", status_code=204, summary="Delete a model",
+               description="The model and its checkpoint go, and the checkpoint's object "
+               "leaves the artifact store; its job and the job's other checkpoints stay.",
+               responses={404: {"description": "no such model"},
+                          409: {"description": "its job is queued or running, another job "
+                                "starts from it (init_from), or a registered version "
+                                "refers to it"}})
+def delete(model_id: str, session: SessionDep, store: StoreDep, owner: OwnerDep) -> Response:
+    service.delete_model(session=session, store=store, owner=owner, model_id=model_id,
                          refuses=registry_service.refuses_delete)
     return Response(status_code=204)
 

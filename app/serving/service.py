@@ -15,20 +15,21 @@ from typing import Any
 
 import torch
 from fastapi.concurrency import run_in_threadpool
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.errors import ClientGone, OverLimit, TooLarge, conflict, invalid, not_found
-from app.jobs.service import scoped
+from app.jobs.service import check_deletable, remove_objects, scoped
 from app.serving import inference
 from app.serving.cache import LoadedModel
 from app.serving.inference import CharAnswer, CharQuery
 from app.serving.schemas import GenerateIn, PredictIn
 from app.serving.state import Serving, load_row
 from core.db.pages import newest_first
-from core.db.tables import Owner, TrainedModel
-from core.lifecycle import ModelStatus
+from core.db.tables import Checkpoint, Job, Owner, TrainedModel
+from core.lifecycle import TERMINAL, ModelStatus
+from core.store import Store
 from models.checkpoint import CheckpointError
 
 
@@ -40,29 +41,42 @@ def get_model(*, session: Session, owner: Owner, model_id: str) -> TrainedModel:
     return row
 
 
-def delete_model(*, session: Session, owner: Owner, model_id: str,
-                 refuses: Callable[[Session, str], str | None]) -> None:
-    """Delete a model's row (its job keeps its checkpoints): 409 while its job runs, or
-    when `refuses` (the registry's guard) names a reason, such as a version that refers
-    to it. A version registered concurrently loses to the database's foreign key."""
-    row = get_model(session=session, owner=owner, model_id=model_id)
-    if row.status == ModelStatus.TRAINING:
-        raise conflict("the model's job is still running; cancel it first")
-    reason = refuses(session, model_id)
-    if reason is not None:
-        raise conflict(reason)
-    session.delete(row)
-    try:
-        session.commit()
-    except IntegrityError:
-        session.rollback()
-        raise conflict(refuses(session, model_id) or "the model is in use") from None
-
-
 def list_models(*, session: Session, owner: Owner, limit: int,
                 cursor: str | None) -> tuple[list[TrainedModel], str | None]:
     query = scoped(select(TrainedModel), owner, TrainedModel.owner_id)
     return newest_first(session, query, TrainedModel.id, limit, cursor)
+
+
+def delete_model(*, session: Session, store: Store, owner: Owner, model_id: str,
+                 refuses: Callable[[Session, str], str | None]) -> None:
+    """A model of a finished job goes with its checkpoint and that checkpoint's object; the
+    job and its other checkpoints stay. 409 while its job is queued or running, while
+    another job starts from it (init_from), or when `refuses` (the registry's guard) names
+    a reason, such as a version that refers to it; a version registered concurrently loses
+    to the database's foreign key."""
+    row = get_model(session=session, owner=owner, model_id=model_id)
+    session.execute(select(Job.id).where(Job.id == row.job_id).with_for_update())
+    job = session.get(Job, row.job_id, populate_existing=True)
+    assert job is not None
+    check_deletable(session, job, refuses, model_id)
+    checkpoint = session.get(Checkpoint, row.checkpoint_id)
+    finished = select(Job.id).where(Job.id == row.job_id, Job.status.in_(TERMINAL)).exists()
+    try:
+        deleted = session.execute(delete(TrainedModel).where(TrainedModel.id == row.id, finished)
+                                  .execution_options(synchronize_session=False)).rowcount
+        if not deleted:
+            session.rollback()
+            raise not_found("model")
+        keys = []
+        if checkpoint is not None:
+            session.execute(delete(Checkpoint).where(Checkpoint.id == checkpoint.id)
+                            .execution_options(synchronize_session=False))
+            keys.append(checkpoint.path)
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        raise conflict(refuses(session, model_id) or "the model is in use") from None
+    remove_objects(store, keys)
 
 
 def ready_model(*, serving: Serving, owner: Owner, model_id: str) -> LoadedModel:
