@@ -5,9 +5,14 @@ For the seed's MLP, a small CNN and a 2-layer LSTM character model: starts a rea
 claim to the job's end; then runs a plain PyTorch loop of the same config, data, threads
 and per-epoch validation in a fresh process, as a user's own script would run. Rounds
 alternate so that machine noise hits both alike; medians are compared. Prints one JSON line.
+
+`--store s3` puts the service's artifact store in a bucket on moto's S3 server on loopback
+(checkpoints are put there, the dataset and resumes fetched through the worker's cache), as
+a deployment whose hosts share no disk runs.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -27,6 +32,7 @@ from bench.launcher import DEFAULT_TIMING, launch_local
 from models import registry
 from models.data import ImageData, load_builtin, windows
 from models.spec import JobSpec
+from tests.integration import s3
 from workers.optimizers import make_optimizer
 
 SPECS: dict[str, dict[str, Any]] = {
@@ -130,6 +136,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                         help="torch threads of the worker and the bare loop (default: the cores,"
                              " as a worker of concurrency 1 has)")
+    parser.add_argument("--store", choices=["directory", "s3"], default="directory",
+                        help="the artifact store: the data dir's (default) or a bucket on a "
+                             "loopback S3 server (moto_server)")
     args = parser.parse_args()
     threads = args.threads
     if args.bare:
@@ -138,10 +147,14 @@ def main() -> None:
         print(bare_loop(spec, threads))
         return
     figures: dict[str, Any] = {"bench": "train_overhead", "threads": threads,
-                               "rounds": args.rounds}
-    with tempfile.TemporaryDirectory() as tmp:
+                               "rounds": args.rounds, "store": args.store}
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
+        store: dict[str, str] = {}
+        if args.store == "s3":
+            endpoint = stack.enter_context(s3.s3_endpoint())
+            store = {"artifact_url": s3.new_bucket(endpoint), "s3_endpoint_url": endpoint}
         service, teardown = launch_local(Path(tmp), worker_threads=str(threads),
-                                         **DEFAULT_TIMING)
+                                         **DEFAULT_TIMING, **store)
         try:
             with service.client() as client:
                 for name in args.only or list(SPECS):

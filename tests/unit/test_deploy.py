@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -185,17 +186,26 @@ def test_no_secret_is_written_in_the_file() -> None:
 
 # -- volumes ------------------------------------------------------------------------------
 
-def test_api_and_workers_share_the_artifact_store_at_the_data_dir() -> None:
-    declared = set(_compose().get("volumes") or {})
-    sharing = {"api": _ours()["api"], **_workers()}
-    sources = set()
-    for name, svc in sharing.items():
-        data_dir = _environment(svc)["TRAINSERVE_DATA_DIR"].rstrip("/")
-        source = _mounts(svc).get(data_dir)
-        assert source, f"{name}: nothing is mounted at TRAINSERVE_DATA_DIR={data_dir}"
-        assert source in declared, f"{name}: {source} is not a named volume"
-        sources.add(source)
-    assert len(sources) == 1, f"the API and the workers mount different stores: {sources}"
+def test_processes_share_a_bucket_and_no_disk() -> None:
+    """Issue 18: hosts share only the database, the broker and a bucket. Every process
+    names the same S3 artifact store, on the compose service that serves it, and no worker
+    mounts what another process mounts."""
+    urls = {name: _environment(svc).get("TRAINSERVE_ARTIFACT_URL", "")
+            for name, svc in _ours().items()}
+    assert len(set(urls.values())) == 1 and next(iter(urls.values())).startswith("s3://"), urls
+    for name, svc in _ours().items():
+        env = _environment(svc)
+        endpoint = urlsplit(env["TRAINSERVE_S3_ENDPOINT_URL"])
+        assert endpoint.hostname in _services(), f"{name}: {endpoint.hostname} is no service"
+        assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION"} <= set(env), name
+    api = set(_mounts(_ours()["api"]).values())
+    for name, svc in _workers().items():
+        assert not set(_mounts(svc).values()) & api, f"{name} mounts the API's volume"
+    bucket = urlsplit(urls["api"]).netloc
+    maker = _services()["createbucket"]
+    assert f"local/{bucket}" in " ".join(maker["entrypoint"])
+    assert _ours()["api"]["depends_on"]["createbucket"]["condition"] == \
+        "service_completed_successfully"
 
 
 def test_database_and_broker_keep_their_data_in_named_volumes() -> None:
