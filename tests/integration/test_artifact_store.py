@@ -4,12 +4,16 @@ and an upload cut off mid-body leaves nothing."""
 
 import json
 import socket
+import subprocess
+import sys
 from urllib.parse import urlsplit
 
 import httpx
+import pytest
 
 from tests import dataset_files as files
-from tests.integration.service import Service, poll
+from tests.integration import s3
+from tests.integration.service import Service, free_port, poll
 from tests.integration.specs import long_lstm, small_mlp
 
 
@@ -110,3 +114,16 @@ def test_an_upload_cut_off_mid_body_leaves_no_row_and_no_object(service: Service
              what="the cut-off upload's part to be removed")
         assert client.get("/v1/datasets").json()["items"] == before
         assert service.object_keys("datasets/") == objects
+
+
+@pytest.mark.sqlite_only
+def test_the_api_refuses_to_start_without_a_writable_store(service: Service) -> None:
+    endpoint = s3.shared_endpoint()
+    env = {**service.env, **s3.CREDENTIALS, "TRAINSERVE_PORT": str(free_port()),
+           "TRAINSERVE_ARTIFACT_URL": "s3://no-such-bucket/artifacts",
+           "TRAINSERVE_S3_ENDPOINT_URL": endpoint}
+    started = subprocess.run([sys.executable, "-m", "app.cli", "api"], env=env,
+                             capture_output=True, text=True, timeout=120)
+    assert started.returncode != 0
+    assert "the artifact store at s3://no-such-bucket/artifacts/ is not writable" in (
+        started.stdout + started.stderr)

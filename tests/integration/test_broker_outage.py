@@ -31,7 +31,7 @@ def test_a_job_submitted_while_redis_is_down_runs_when_it_returns(
         ready = httpx.get(f"{service.base_url}/readyz", timeout=10)
         assert ready.status_code == 503
         body = ready.json()
-        assert body["checks"] == {"database": "ok", "broker": "unreachable"}
+        assert body["checks"] == {"database": "ok", "broker": "unreachable", "store": "ok"}
         assert body["reasons"]["broker"].startswith(
             f"the broker at redis://127.0.0.1:{broker.port}/0 is unreachable: ")
 

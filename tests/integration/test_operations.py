@@ -10,7 +10,7 @@ def test_health_and_readiness_need_no_key(service: Service) -> None:
     assert httpx.get(f"{service.base_url}/healthz").json() == {"status": "ok"}
     ready = httpx.get(f"{service.base_url}/readyz")
     assert ready.status_code == 200
-    assert ready.json()["checks"] == {"database": "ok", "broker": "ok"}
+    assert ready.json()["checks"] == {"database": "ok", "broker": "ok", "store": "ok"}
 
 
 def test_metrics_parse_as_prometheus(service: Service) -> None:
