@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import boto3
+from boto3.exceptions import Boto3Error
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
@@ -194,7 +195,7 @@ class S3Backend:
             if code in ("404", "NoSuchKey", "NotFound"):
                 raise ArtifactRefused(f"{key} is not in the store") from None
             raise StoreUnavailable(f"{what} {self.description}{key} failed: {exc}") from exc
-        except BotoCoreError as exc:
+        except (BotoCoreError, Boto3Error) as exc:  # boto3's transfers wrap what failed
             raise StoreUnavailable(f"{what} {self.description}{key} failed: {exc}") from exc
 
     def put(self, key: str, path: Path, consume: bool) -> None:

@@ -58,16 +58,22 @@ def test_workers_with_their_own_disks_train_resume_and_the_api_serves(
                              json={"inputs": [[0.5] * 64]})
         assert answer.status_code == 200, answer.text
 
-        # Killed mid-epoch on w1 (digits: 23 batches an epoch), resumed on w2.
+        # Killed mid-epoch on w1 (digits: 23 batches an epoch); its newest checkpoint is then
+        # truncated in the bucket: w2 refuses it by its hash and resumes from the one before.
         long = client.post("/v1/jobs", json=small_mlp(epochs=40, checkpoint_every=2,
-                                                      seed=1)).json()["id"]
-        poll(lambda: client.get(f"/v1/jobs/{long}/checkpoints").json()["items"], timeout=120,
-             what="a checkpoint from w1")
+                                                      keep_checkpoints=10, seed=1)).json()["id"]
+        poll(lambda: len(client.get(f"/v1/jobs/{long}/checkpoints").json()["items"]) >= 2,
+             timeout=180, what="two checkpoints from w1")
         service.stop("w1", signal.SIGKILL)
+        items = client.get(f"/v1/jobs/{long}/checkpoints").json()["items"]
+        newest, previous = items[-1]["epoch"], items[-2]["epoch"]
+        key = f"jobs/{long}/epoch-{newest:06d}.safetensors"
+        service.write_object(key, service.read_object(key)[:-1000])
         service.start_worker("w2", data_dir=str(root / "w2"))
         done = service.wait_job(client, long, timeout=300)
         assert done["status"] == "succeeded" and done["attempts"] == 2, done
-        assert f"job {long} resumes after epoch" in service.log("w2")
+        assert f"checkpoint {newest} of job {long} refused" in service.log("w2")
+        assert f"job {long} resumes after epoch {previous}" in service.log("w2")
         answer = client.post(f"/v1/models/{done['model_id']}/predict",
                              json={"inputs": [[0.0] * 64]})
         assert answer.status_code == 200, answer.text

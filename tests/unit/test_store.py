@@ -88,6 +88,14 @@ def test_an_unreachable_bucket_is_unavailable_not_refused(tmp_path: Path) -> Non
     assert problem is not None and "s3://nowhere/p/" in problem
 
 
+def test_a_missing_bucket_is_unavailable(endpoint: str, tmp_path: Path) -> None:
+    store = open_store(Settings(data_dir=tmp_path, artifact_url="s3://no-such-bucket/p",
+                                s3_endpoint_url=endpoint))
+    with pytest.raises(StoreUnavailable, match="NoSuchBucket"):
+        store.put_bytes("jobs/a/x.bin", b"x")
+    assert "is not writable" in (store.check_writable() or "")
+
+
 def test_the_cache_fetches_once_and_evicts_least_recently_used(
         endpoint: str, tmp_path: Path) -> None:
     store = open_store(Settings(data_dir=tmp_path, artifact_url=s3.new_bucket(endpoint),
