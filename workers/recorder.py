@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from core import lifecycle
 from core.db.engine import session_scope
 from core.db.tables import Checkpoint, EpochMetric, Job, TrainedModel
-from core.store import ArtifactRefused
+from core.store import ArtifactRefused, StoreError
 from models import checkpoint as ckpt
 from models.data import ImageData, TextData
 from models.spec import higher_is_better
@@ -124,7 +124,11 @@ def _prune(rt: Runtime, job_id: str) -> None:
             session.delete(row)
         paths = [row.path for row in doomed]
     for relative in paths:  # objects go only after their rows are gone
-        rt.store.delete(relative)
+        try:
+            rt.store.delete(relative)
+        except StoreError as exc:  # not retried: the row is gone, gc removes the object
+            log.warning("job %s: could not remove %s (trainserve gc will): %s", job_id,
+                        relative, exc)
 
 
 def load_checkpoint(rt: Runtime, row: Checkpoint) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -175,7 +179,8 @@ def prepare_resume(rt: Runtime, job_id: str, device: str) -> Resume | None:
 
 def _sweep(rt: Runtime, job_id: str, kept: set[str]) -> None:
     """Remove the job's objects that no checkpoint row names: those written just before a
-    crash that recorded no row. (Half-written ones are invisible: `trainserve gc` sweeps.)"""
+    crash that recorded no row, and in a directory store the temporary file of a write that
+    crashed (in a bucket that is an upload never completed, invisible: gc aborts it)."""
     for stored in rt.store.list(f"jobs/{job_id}/"):
         if stored.key not in kept:
             log.info("job %s: removing %s, which no checkpoint row names", job_id, stored.key)
