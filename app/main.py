@@ -72,7 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.model_cache = app.state.serving.cache
         # Model references (name@alias, name:version) -> the model that answers.
         app.state.resolver = Resolver(app.state.sessions, settings.alias_cache_seconds)
-        app.state.exporter = Exporter(settings, app.state.sessions)
+        app.state.exporter = Exporter(settings, app.state.sessions, app.state.store)
         swept = await run_in_threadpool(sweep_incoming, settings)  # this host's own parts
         if swept:
             log.info("removed %d abandoned upload parts", swept)

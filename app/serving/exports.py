@@ -3,7 +3,8 @@
 An export is made once per model checkpoint and format, in the threadpool (never on the
 event loop: an ONNX export of a large model takes seconds), and kept in this host's cache
 directory (data_dir/exports, the newest `export_cache_files` of them): a cache, rebuilt from
-the hash-checked checkpoint whenever it is missing. Concurrent requests for one export wait
+the hash-checked checkpoint (fetched through the artifact store's cache) whenever it is
+missing. Concurrent requests for one export wait
 for the one that makes it.
 """
 
@@ -21,6 +22,7 @@ from app.serving.service import get_model
 from core.config import Settings
 from core.db.tables import Checkpoint, Owner
 from core.lifecycle import ModelStatus
+from core.store import ArtifactRefused, Store
 from models import checkpoint as ckpt
 from models import export
 from models.checkpoint import CheckpointError
@@ -41,8 +43,8 @@ class ExportFile:
 
 
 class Exporter:
-    def __init__(self, settings: Settings, sessions: sessionmaker[Session]) -> None:
-        self.settings, self.sessions = settings, sessions
+    def __init__(self, settings: Settings, sessions: sessionmaker[Session], store: Store) -> None:
+        self.settings, self.sessions, self.store = settings, sessions, store
         self.folder = settings.data_dir / "exports"
         self._lock = threading.Lock()
         self._making: dict[str, threading.Lock] = {}
@@ -90,9 +92,9 @@ class Exporter:
 
     def _make(self, stem: str, name: str, relative: str, sha256: str, fmt: str) -> ExportFile:
         try:
-            tensors, meta = ckpt.load(ckpt.checkpoint_path(self.settings.artifact_dir, relative),
-                                      sha256)
-        except CheckpointError as exc:
+            local = self.store.fetch(relative, sha256, "the model's checkpoint")
+            tensors, meta = ckpt.load(local, sha256)
+        except (ArtifactRefused, CheckpointError) as exc:
             raise conflict("the model's checkpoint failed its integrity check") from exc
         made = export.export(tensors, meta, fmt)
         path = self.folder / f"{stem}.{made.suffix}"
