@@ -321,12 +321,17 @@ def delete_job(*, session: Session, store: Store, owner: Owner, job_id: str,
     check_deletable(session, job, refuses, model_id)
     keys = list(session.execute(select(Checkpoint.path).where(Checkpoint.job_id == job.id))
                 .scalars())
-    session.execute(delete(TrainedModel).where(TrainedModel.job_id == job.id))
-    # Metrics and checkpoints go by the foreign keys' ON DELETE CASCADE.
-    deleted = session.execute(delete(Job).where(Job.id == job.id, Job.status.in_(TERMINAL))
-                              .execution_options(synchronize_session=False)).rowcount
-    if not deleted:
+    try:
+        session.execute(delete(TrainedModel).where(TrainedModel.job_id == job.id))
+        # Metrics and checkpoints go by the foreign keys' ON DELETE CASCADE.
+        deleted = session.execute(delete(Job).where(Job.id == job.id, Job.status.in_(TERMINAL))
+                                  .execution_options(synchronize_session=False)).rowcount
+        if not deleted:
+            session.rollback()
+            raise not_found("job")
+        session.commit()
+    except IntegrityError:  # a version registered on its model meanwhile
         session.rollback()
-        raise not_found("job")
-    session.commit()
+        raise conflict((model_id and refuses(session, model_id)) or "its model is in use"
+                       ) from None
     remove_objects(store, keys)
