@@ -1,4 +1,5 @@
-"""Datasets as tensors: the built-ins, their fixed splits, and character windows."""
+"""Datasets as arrays: the built-ins, uploads opened from their stored maps, their fixed
+splits, and how many character windows a text holds (workers/batches.py reads them)."""
 
 import gzip
 from collections.abc import Callable
@@ -9,9 +10,9 @@ from pydoc_data.topics import topics
 from typing import Any
 
 import numpy as np
-import torch
 
-from models import formats
+from models import formats, mapped
+from models.formats.text import id_table, ids_of
 from models.idx import parse_idx
 
 BUILTIN_DIR = Path(__file__).parent / "builtin_data"
@@ -20,25 +21,42 @@ SPLIT_SEED = 0  # splits are a property of the dataset, not of the job's seed
 
 @dataclass
 class ImageData:
-    x_train: torch.Tensor  # float32 (N, C, H, W), scaled to [0, 1]
-    y_train: torch.Tensor  # int64 (N,)
-    x_val: torch.Tensor
-    y_val: torch.Tensor
+    """Examples as they are stored (uint8 pixels, scaled when a batch is read, or float32
+    features), with the rows each split takes. Uploads are views of a map (`source`), so a
+    worker holds the pages it reads, not the dataset; the built-ins are small arrays."""
+
+    x: np.ndarray  # (N, C, H, W) or (N, F): uint8 pixels or float32 features
+    y: np.ndarray  # (N,) unsigned class indices
+    train_rows: np.ndarray  # indices into x: a fixed shuffled split
+    val_rows: np.ndarray
     classes: list[str]
     shape: list[int]
-    x_test: torch.Tensor | None = None  # a dataset's own test split, evaluated once at the end
-    y_test: torch.Tensor | None = None
+    x_test: np.ndarray | None = None  # a dataset's own test split, evaluated once at the end
+    y_test: np.ndarray | None = None
+    source: mapped.Mapped | None = None
 
     kind = "images"
 
 
 @dataclass
 class TextData:
+    """Character ids (the narrowest unsigned type), the first `split` of them for training
+    and the rest held out; windows are offsets into them, never copies."""
+
     vocab: list[str]  # index -> character
-    train: torch.Tensor  # int64 character ids
-    val: torch.Tensor
+    ids: np.ndarray
+    split: int
+    source: mapped.Mapped | None = None
 
     kind = "text"
+
+    @property
+    def train(self) -> np.ndarray:
+        return self.ids[:self.split]
+
+    @property
+    def val(self) -> np.ndarray:
+        return self.ids[self.split:]
 
 
 @dataclass(frozen=True)
@@ -94,8 +112,8 @@ def _fashion_arrays(split: str) -> tuple[np.ndarray, np.ndarray]:
                                        .read_bytes()), f"{prefix} images")
     labels = parse_idx(gzip.decompress((FASHION_DIR / f"{prefix}-labels-idx1-ubyte.gz")
                                        .read_bytes()), f"{prefix} labels")
-    x = (images.astype(np.float32) / 255.0).reshape(-1, 1, 28, 28)
-    return x, labels.astype(np.int64)
+    # uint8, scaled a batch at a time like an upload's pixels: a quarter of the memory.
+    return images.reshape(-1, 1, 28, 28), labels.astype(np.int64)
 
 
 def builtin_info(name: str) -> dict[str, Any] | None:
@@ -132,7 +150,7 @@ def load_builtin(name: str, validation_fraction: float | None = None) -> ImageDa
     if name == "fashion-mnist":
         x, y = _fashion_arrays("train")
         data = image_data(x, y, FASHION_CLASSES, fraction)
-        data.x_test, data.y_test = (torch.from_numpy(a) for a in _fashion_arrays("test"))
+        data.x_test, data.y_test = _fashion_arrays("test")
         return data
     x, y = _digits_arrays()
     return image_data(x, y, [str(c) for c in range(10)], fraction)
@@ -149,31 +167,38 @@ def has_validation(kind: str, examples: int, fraction: float) -> bool:
     return held_out(kind, examples, fraction) >= (2 if kind == "text" else 1)
 
 
-def image_data(x: np.ndarray, y: np.ndarray, classes: list[str], fraction: float) -> ImageData:
-    """A fixed, shuffled split: the same examples are held out for every job."""
-    order = np.random.default_rng(SPLIT_SEED).permutation(len(y))
-    n_val = held_out("images", len(y), fraction)
-    val, train = order[:n_val], order[n_val:]
-    xt, yt = torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y)
-    return ImageData(x_train=xt[train].contiguous(), y_train=yt[train].contiguous(),
-                     x_val=xt[val].contiguous(), y_val=yt[val].contiguous(),
-                     classes=classes, shape=list(x.shape[1:]))
+def split_rows(examples: int, fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """A fixed, shuffled split: the same examples are held out for every job. Returns the
+    training rows and the validation rows."""
+    order = np.random.default_rng(SPLIT_SEED).permutation(examples)
+    if examples < 2**31:
+        order = order.astype(np.int32)
+    n_val = held_out("images", examples, fraction)
+    return order[n_val:], order[:n_val]
+
+
+def image_data(x: np.ndarray, y: np.ndarray, classes: list[str], fraction: float,
+               source: mapped.Mapped | None = None) -> ImageData:
+    train, val = split_rows(len(y), fraction)
+    return ImageData(x=x, y=y, train_rows=train, val_rows=val, classes=classes,
+                     shape=list(x.shape[1:]), source=source)
 
 
 def text_data(text: str, fraction: float) -> TextData:
     """The last `fraction` of the corpus is held out, so validation text is never trained on."""
     vocab = sorted(set(text))
-    lookup = {c: i for i, c in enumerate(vocab)}
-    ids = torch.tensor([lookup[c] for c in text], dtype=torch.int64)
-    split = len(ids) - held_out("text", len(ids), fraction)
-    return TextData(vocab=vocab, train=ids[:split], val=ids[split:])
+    return text_ids(ids_of(text, id_table(vocab)), vocab, fraction)
 
 
-def windows(ids: torch.Tensor, seq_len: int) -> torch.Tensor:
-    """Non-overlapping windows of seq_len + 1 ids: input is [:-1], target is [1:]."""
-    if len(ids) < seq_len + 1:
-        return ids.new_empty((0, seq_len + 1))
-    return ids.unfold(0, seq_len + 1, seq_len).contiguous()
+def text_ids(ids: np.ndarray, vocab: list[str], fraction: float,
+             source: mapped.Mapped | None = None) -> TextData:
+    return TextData(vocab=vocab, ids=ids, split=len(ids) - held_out("text", len(ids), fraction),
+                    source=source)
+
+
+def window_count(length: int, seq_len: int) -> int:
+    """Non-overlapping windows of seq_len + 1 ids (one id shared with the next) in `length`."""
+    return 0 if length < seq_len + 1 else (length - seq_len - 1) // seq_len + 1
 
 
 # -- Uploaded datasets: stored by app/datasets in the form models/formats/stored.py defines. -------
@@ -182,17 +207,25 @@ def windows(ids: torch.Tensor, seq_len: int) -> torch.Tensor:
 def load_upload(fetch: Callable[[str, str], Path], dataset_id: str, kind: str,
                 info: dict[str, Any],
                 validation_fraction: float | None = None) -> ImageData | TextData:
-    """An uploaded dataset from the artifact store, hash-checked and validated again, split
-    the way its info says (or as the job asks). `fetch(key, sha256)` is the store's: a local
-    path to the stored file, verified. Raises formats.FormatError."""
-    path = fetch(formats.relative_path(dataset_id, kind), info["stored"]["sha256"])
+    """An uploaded dataset from the artifact store, hash-checked, mapped rather than loaded
+    (older stored forms are read whole), split the way its info says (or as the job asks).
+    `fetch(key, sha256)` is the store's: a local path to the stored file, verified. Raises
+    formats.FormatError."""
+    path = fetch(formats.relative_path(dataset_id, kind, info), info["stored"]["sha256"])
+    return open_stored(path, kind, info, validation_fraction)
+
+
+def open_stored(path: Path, kind: str, info: dict[str, Any],
+                validation_fraction: float | None = None) -> ImageData | TextData:
+    """`load_upload` for a stored dataset's local file, wherever it was fetched to."""
     parsed = formats.read_stored(path, kind=kind, sha256=info["stored"]["sha256"],
                                  classes=info.get("classes"))
     fraction = info["validation_fraction"] if validation_fraction is None else validation_fraction
+    if isinstance(parsed, formats.StoredText):
+        return text_ids(parsed.ids, parsed.vocab, fraction, parsed.source)
     if isinstance(parsed, formats.Text):
         return text_data(parsed.text, fraction)
-    data = image_data(formats.to_float(parsed.x), parsed.y, parsed.classes, fraction)
-    if parsed.x_test is not None and parsed.y_test is not None:
-        data.x_test = torch.from_numpy(formats.to_float(parsed.x_test))
-        data.y_test = torch.from_numpy(parsed.y_test)
+    source = parsed.source if isinstance(parsed, formats.StoredImages) else None
+    data = image_data(parsed.x, parsed.y, parsed.classes, fraction, source)
+    data.x_test, data.y_test = parsed.x_test, parsed.y_test
     return data

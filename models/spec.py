@@ -178,8 +178,27 @@ def watched_metrics(training: "TrainingSpec") -> dict[str, str]:
     return watched
 
 
+MAX_STEPS = 100_000_000
+DEFAULT_EPOCHS = 10
+
+
 class TrainingSpec(Strict):
-    epochs: int = Field(10, ge=1, le=100_000)
+    epochs: int | None = Field(None, ge=1, le=100_000, description="passes over the "
+                               "training split, 10 if absent; give epochs or max_steps, not "
+                               "both (with max_steps it stays null)")
+    max_steps: int | None = Field(
+        None, ge=1, le=MAX_STEPS, description="train for this many batches instead of whole "
+        "epochs (for corpora too large to pass over): metric rows then carry `step` and a "
+        "fractional `epoch`, and schedules, early stopping and checkpoint_every count "
+        "evaluations instead of epochs")
+    eval_every: int | None = Field(
+        None, ge=1, le=MAX_STEPS, description="with max_steps: steps between metric rows "
+        "(each evaluates the validation split); a tenth of max_steps if absent, and always "
+        "one at max_steps")
+    eval_batches: int | None = Field(
+        None, ge=1, le=1_000_000, description="validation batches (of 1,024 examples or "
+        "windows) per evaluation, the same evenly spaced ones each time; the whole "
+        "validation split if absent")
     batch_size: int = Field(64, ge=1, le=65_536)
     l2: float = Field(0.0, ge=0, le=10, description="the seed's reg * sum(W**2) over weight "
                       "matrices, added to the loss; distinct from optimizer weight decay")
@@ -189,11 +208,12 @@ class TrainingSpec(Strict):
     seq_len: int = Field(64, ge=1, le=4096, description="characters per training window")
     grad_clip: float | None = Field(None, gt=0, le=1e6, description="max gradient norm")
     checkpoint_every: int | None = Field(
-        None, ge=1, le=100_000, description="epochs between checkpoints; if absent, one after "
-        "each minute of training, and always one at the end")
+        None, ge=1, le=100_000, description="epochs (with max_steps: evaluations) between "
+        "checkpoints; if absent, one after each minute of training, and always one at the end")
     keep_checkpoints: int = Field(3, ge=1, le=100, description="latest checkpoints kept, "
                                   "besides the best one")
-    lr_schedule: ScheduleSpec | None = Field(None, description="stepped once per epoch")
+    lr_schedule: ScheduleSpec | None = Field(
+        None, description="stepped once per epoch (with max_steps: per evaluation)")
     early_stopping: EarlyStopping | None = Field(
         None, description="stop when the metric stops improving; the model is then the best "
         "checkpoint instead of the last")
@@ -203,6 +223,36 @@ class TrainingSpec(Strict):
     mixed_precision: Literal["off", "bf16"] = Field(
         "off", description="bf16: forward and loss under bf16 autocast on a GPU (weights and "
         "optimizer stay fp32); ignored on CPU")
+
+    @model_validator(mode="after")
+    def _steps_or_epochs(self) -> "TrainingSpec":
+        if self.max_steps is None:
+            if self.eval_every is not None:
+                raise ValueError("eval_every counts steps: it needs max_steps")
+            self.epochs = DEFAULT_EPOCHS if self.epochs is None else self.epochs
+            return self
+        if self.epochs is not None:
+            raise ValueError("give epochs or max_steps, not both")
+        if self.eval_every is None:
+            self.eval_every = -(-self.max_steps // 10)
+        elif self.eval_every > self.max_steps:
+            raise ValueError(f"eval_every ({self.eval_every:,}) is more than max_steps "
+                             f"({self.max_steps:,})")
+        return self
+
+    @property
+    def rounds(self) -> int:
+        """Metric rows of a whole run: its epochs, or its evaluations with max_steps."""
+        if self.max_steps is None:
+            assert self.epochs is not None
+            return self.epochs
+        assert self.eval_every is not None
+        return -(-self.max_steps // self.eval_every)
+
+    @property
+    def progress_total(self) -> int:
+        """What progress counts to: epochs, or steps with max_steps."""
+        return self.rounds if self.max_steps is None else self.max_steps
 
 
 DATASET_REF = re.compile(rf"builtin:[a-z0-9][a-z0-9-]{{0,40}}|{ID.pattern}")

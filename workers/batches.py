@@ -1,12 +1,22 @@
-"""A job's data as the training loop reads it: tensors on the device, batched by index, and
-the count of an epoch's correct training predictions."""
+"""A job's data as the training loop reads it: batches by index, and the count of correct
+training predictions.
 
-from dataclasses import dataclass
-from typing import Any
+Every kind of data answers `batch(index)` with (inputs, targets) on the device. Small data
+held in memory (the built-ins) is moved to the device once and indexed there. An upload is
+a view of its stored map: a batch reads its rows (or its character windows, computed from
+offsets into the ids) from the map and is scaled as it is read (pixels / 255), and the pages
+it read are handed back every RELEASE_BYTES, so a worker's memory stays the same whatever
+the dataset's size.
+"""
 
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
 import torch
 
-from models.data import ImageData, TextData, windows
+from models import mapped
+from models.data import ImageData, TextData, window_count
 from workers.faults import TrainingError
 
 # Training logits wait for their argmax until this many values are pending. A small
@@ -15,14 +25,38 @@ from workers.faults import TrainingError
 # limit alone and are counted at once, as holding several (and concatenating them) costs
 # more than it saves.
 PENDING_LOGITS = 1 << 16
+PAGE = 4096
+RELEASE_BYTES = 32 << 20  # pages of a map read before they are handed back
+
+
+class Batches(Protocol):
+    index_device: torch.device  # where the loop builds the indices it passes to `batch`
+    targets_per_example: int
+
+    def __len__(self) -> int: ...
+
+    def batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+def as_inputs(x: torch.Tensor) -> torch.Tensor:
+    """What the models see: uint8 pixels divided by 255, float features as they are."""
+    return x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
 
 
 @dataclass
-class Batches:
+class TensorBatches:
     """Inputs and targets held as tensors on the device, batched by index."""
 
     x: torch.Tensor
     y: torch.Tensor
+
+    @property
+    def index_device(self) -> torch.device:
+        return self.x.device
+
+    @property
+    def targets_per_example(self) -> int:
+        return self.y[0].numel() if len(self.y) else 1
 
     def __len__(self) -> int:
         return len(self.y)
@@ -31,29 +65,130 @@ class Batches:
         return self.x[index], self.y[index]
 
 
+@dataclass
+class _Pages:
+    """Pages of a map read since they were last handed back (an estimate from above)."""
+
+    source: mapped.Mapped | None
+    read: int = 0
+
+    def add(self, rows: int, row_bytes: int) -> None:
+        if self.source is None:
+            return
+        self.read += rows * (-(-row_bytes // PAGE) + 1) * PAGE
+        if self.read >= RELEASE_BYTES:
+            self.source.release()
+            self.read = 0
+
+
+@dataclass
+class MappedImages:
+    """Rows of mapped examples, read and scaled a batch at a time."""
+
+    x: np.ndarray
+    y: np.ndarray
+    rows: np.ndarray  # this split's rows of x
+    device: torch.device
+    pages: _Pages = field(default_factory=lambda: _Pages(None))
+
+    index_device = torch.device("cpu")
+    targets_per_example = 1
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = self.rows[index.numpy()]
+        x = as_inputs(torch.from_numpy(self.x[rows]).to(self.device))
+        y = torch.from_numpy(self.y[rows].astype(np.int64)).to(self.device)
+        self.pages.add(len(rows), self.x[0].nbytes)
+        return x, y
+
+
+@dataclass
+class Windows:
+    """Non-overlapping windows of seq_len + 1 character ids (one shared with the next),
+    input [:-1] and target [1:], read from offsets into the ids: window i starts at
+    start + i * seq_len. Never materialized."""
+
+    ids: np.ndarray | torch.Tensor  # mapped ids, or small ones already on the device
+    start: int
+    count: int
+    seq_len: int
+    device: torch.device
+    pages: _Pages = field(default_factory=lambda: _Pages(None))
+
+    def __post_init__(self) -> None:
+        if isinstance(self.ids, torch.Tensor):
+            self._span: Any = torch.arange(self.seq_len + 1, device=self.ids.device)
+        else:
+            self._span = np.arange(self.seq_len + 1)
+
+    @property
+    def index_device(self) -> torch.device:
+        return self.ids.device if isinstance(self.ids, torch.Tensor) else torch.device("cpu")
+
+    @property
+    def targets_per_example(self) -> int:
+        return self.seq_len
+
+    def __len__(self) -> int:
+        return self.count
+
+    def batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if isinstance(self.ids, torch.Tensor):
+            windows = self.ids[(self.start + index * self.seq_len)[:, None] + self._span]
+        else:
+            offsets = self.start + index.numpy().astype(np.int64) * self.seq_len
+            windows = torch.from_numpy(self.ids[offsets[:, None] + self._span].astype(np.int64)
+                                       ).to(self.device)
+            self.pages.add(len(offsets), (self.seq_len + 1) * self.ids.itemsize)
+        return windows[:, :-1].contiguous(), windows[:, 1:].contiguous()
+
+
+def _text_batches(data: TextData, seq_len: int,
+                  device: torch.device) -> tuple[Windows, Windows | None]:
+    ids: np.ndarray | torch.Tensor = data.ids
+    if data.source is None:  # small and in memory: on the device, once
+        ids = torch.from_numpy(data.ids.astype(np.int64)).to(device)
+    pages = _Pages(data.source)
+    count = window_count(data.split, seq_len)
+    if count == 0:
+        raise TrainingError(f"training text is shorter than seq_len + 1 = {seq_len + 1}")
+    train = Windows(ids, 0, count, seq_len, device, pages)
+    held = len(data.ids) - data.split
+    if held < 2:
+        return train, None
+    val_len = min(seq_len, held - 1)
+    return train, Windows(ids, data.split, window_count(held, val_len), val_len, device, pages)
+
+
+def _image_batches(x: np.ndarray, y: np.ndarray, rows: np.ndarray | None, device: torch.device,
+                   source: mapped.Mapped | None) -> TensorBatches | MappedImages:
+    if source is None:  # small and in memory: on the device, once
+        if rows is not None:
+            x, y = x[rows], y[rows]
+        return TensorBatches(as_inputs(torch.from_numpy(np.ascontiguousarray(x)).to(device)),
+                             torch.from_numpy(y.astype(np.int64)).to(device))
+    all_rows = np.arange(len(y)) if rows is None else rows
+    return MappedImages(x, y, all_rows, device, _Pages(source))
+
+
 def train_and_val_batches(data: ImageData | TextData, seq_len: int,
                           device: torch.device) -> tuple[Batches, Batches | None]:
-    if isinstance(data, ImageData):
-        train = Batches(data.x_train.to(device), data.y_train.to(device))
-        val = Batches(data.x_val.to(device), data.y_val.to(device)) if len(data.y_val) else None
-        return train, val
-    train_windows = windows(data.train, seq_len)
-    if len(train_windows) == 0:
-        raise TrainingError(f"training text is shorter than seq_len + 1 = {seq_len + 1}")
-    train_windows = train_windows.to(device)
-    train = Batches(train_windows[:, :-1], train_windows[:, 1:])
-    val = None
-    if len(data.val) >= 2:
-        val_windows = windows(data.val, min(seq_len, len(data.val) - 1)).to(device)
-        val = Batches(val_windows[:, :-1], val_windows[:, 1:])
+    if isinstance(data, TextData):
+        return _text_batches(data, seq_len, device)
+    train = _image_batches(data.x, data.y, data.train_rows, device, data.source)
+    val = (_image_batches(data.x, data.y, data.val_rows, device, data.source)
+           if len(data.val_rows) else None)
     return train, val
 
 
 def batches_of_test_split(data: ImageData | TextData, device: torch.device) -> Batches | None:
-    x_test = getattr(data, "x_test", None)
-    if x_test is None or not len(x_test):
+    if not isinstance(data, ImageData) or data.x_test is None or data.y_test is None \
+            or not len(data.y_test):
         return None
-    return Batches(x_test.to(device), data.y_test.to(device))  # type: ignore[union-attr]
+    return _image_batches(data.x_test, data.y_test, None, device, data.source)
 
 
 def data_info(data: ImageData | TextData) -> dict[str, Any]:
@@ -63,35 +198,34 @@ def data_info(data: ImageData | TextData) -> dict[str, Any]:
 
 
 class HitCounter:
-    """Correct training predictions of an epoch, counted a few batches at a time.
+    """Correct training predictions, counted a few batches at a time.
 
-    Counts are integers: however the batches are grouped, the total is the same, so an epoch
+    Counts are integers: however the batches are grouped, the total is the same, so a run
     resumed mid-way counts exactly what an uninterrupted one does.
     """
 
-    def __init__(self, targets: torch.Tensor, order: torch.Tensor, first: int) -> None:
-        self._targets, self._order = targets, order
-        self._start = self._end = first
-        self._pending: list[torch.Tensor] = []
+    def __init__(self, device: torch.device) -> None:
+        self._pending: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._pending_values = 0
         # Kept on the device: a .item() per group would stall a GPU.
-        self._hits = torch.zeros((), dtype=torch.long, device=targets.device)
+        self._hits = torch.zeros((), dtype=torch.long, device=device)
 
-    def add(self, logits: torch.Tensor, end: int) -> None:
-        """Logits of the examples order[previous end:end]."""
-        self._pending.append(logits.detach())
+    def add(self, logits: torch.Tensor, targets: torch.Tensor) -> None:
+        self._pending.append((logits.detach(), targets))
         self._pending_values += logits.numel()
-        self._end = end
         if self._pending_values >= PENDING_LOGITS:
             self._count()
 
     def _count(self) -> None:
         if not self._pending:
             return
-        pending = self._pending[0] if len(self._pending) == 1 else torch.cat(self._pending)
-        predicted = pending.argmax(-1)
-        self._hits += (predicted == self._targets[self._order[self._start:self._end]]).sum()
-        self._start, self._pending, self._pending_values = self._end, [], 0
+        if len(self._pending) == 1:
+            logits, targets = self._pending[0]
+        else:
+            logits = torch.cat([p[0] for p in self._pending])
+            targets = torch.cat([p[1] for p in self._pending])
+        self._hits += (logits.argmax(-1) == targets).sum()
+        self._pending, self._pending_values = [], 0
 
     def total(self) -> int:
         self._count()

@@ -9,8 +9,9 @@ import torch
 
 @dataclass
 class Resume:
-    """A checkpoint of this job: the run continues after `epoch` (or mid-way through the next
-    one, at meta["position"]) exactly as if it had never stopped."""
+    """A checkpoint of this job: the run continues after `epoch` (an epoch, or a step with
+    max_steps; or mid-way through the next round, at meta["position"]) exactly as if it had
+    never stopped."""
 
     epoch: int
     tensors: dict[str, torch.Tensor]
@@ -28,11 +29,14 @@ class InitialWeights:
 
 @dataclass
 class Position:
-    """Where an interrupted epoch stopped: resumable mid-epoch, bit for bit."""
+    """Where an interrupted round stopped: resumable mid-round, bit for bit. `batch_start`
+    is the first example of the next batch in its epoch's order; `step`, with max_steps,
+    the next step itself (a round of steps may cross epochs)."""
 
     batch_start: int
     loss_sum: float
     correct: float
+    step: int | None = None
 
 
 def rng_tensors(device: torch.device) -> dict[str, torch.Tensor]:

@@ -1,8 +1,14 @@
 """The training loop. Knows nothing of the database: it reports through `TrainerCallbacks`.
 
-Every epoch's data order comes from (seed, epoch), and checkpoints carry model, optimizer
-and RNG state, so a run resumed from epoch k continues exactly as if it had never stopped.
-The data it reads is in workers/batches.py; what it starts from is in workers/train_state.py.
+A run is a sequence of steps (batches) numbered across epochs: step s is batch s mod P of
+epoch s // P + 1, P batches an epoch, and every epoch's data order comes from (seed, epoch).
+The steps are grouped into rounds, each ending in a metric row (validation, schedule, early
+stopping, maybe a checkpoint): an epoch, or with `training.max_steps` every `eval_every`
+steps. `self.epoch` counts progress in the unit of those rows, epochs or steps, and is the
+key of metric rows and checkpoints. Checkpoints carry model, optimizer and RNG state and
+the step an interrupted round reached, so a resumed run continues exactly as if it had
+never stopped. The data it reads is in workers/batches.py; what it starts from is in
+workers/train_state.py.
 """
 
 import contextlib
@@ -64,8 +70,11 @@ class Trainer:
         self.model: nn.Module = registry.build(spec.model.arch, self.config).to(device)
         self.optimizer = make_optimizer(spec.optimizer, self.model.parameters())
         self.scheduler = make_scheduler(spec.training.lr_schedule, self.optimizer,
-                                        spec.training.epochs)
+                                        spec.training.rounds)
         self.stopper = Stopper.from_spec(spec.training.early_stopping)
+        self.per_epoch = -(-len(self.train_set) // spec.training.batch_size)  # batches
+        self._order: tuple[int, torch.Tensor] | None = None  # (epoch, its data order)
+        # Progress in the unit of metric rows: epochs done, or steps done with max_steps.
         self.epoch = 0
         self.checkpointed_epoch: int | None = None
         self.position: Position | None = None  # set while an epoch is interrupted
@@ -114,37 +123,58 @@ class Trainer:
 
     # -- the loop ----------------------------------------------------------------------
     def run(self, callbacks: TrainerCallbacks) -> str:
-        """Train to the last epoch or an early stop; returns JobStatus.SUCCEEDED, or the
+        """Train to the last round or an early stop; returns JobStatus.SUCCEEDED, or the
         StopReason it stopped for."""
         training = self.spec.training
+        total = training.progress_total
         metrics: dict[str, float] = {}
         self._checkpointed_at = time.monotonic()
-        while self.epoch < training.epochs:
+        while self.epoch < total:
             started = time.perf_counter()
-            train_stats = self.train_one_epoch(self.epoch + 1, callbacks)
+            train_stats = self.train_round(callbacks)
             if train_stats is None:
                 reason = callbacks.stop_reason() or StopReason.CANCEL
                 if reason != StopReason.LEASE_LOST and self.checkpointed_epoch != self.epoch:
-                    # Mid-epoch state with its position: a resume continues exactly here.
-                    # If the last whole epoch is checkpointed, replaying from it is as exact.
+                    # Mid-round state with its position: a resume continues exactly here.
+                    # If the last whole round is checkpointed, replaying from it is as exact.
                     self._checkpoint(callbacks, metrics)
                 return reason
             train_seconds = time.perf_counter() - started
-            self.epoch += 1
+            self.epoch = self._round_end()
             metrics = self._metrics(train_stats, train_seconds)
             if not math.isfinite(metrics["train_loss"]):
-                raise TrainingError(f"training loss became {metrics['train_loss']} at epoch "
-                                    f"{self.epoch}; try a lower learning rate or grad_clip")
+                raise TrainingError(f"training loss became {metrics['train_loss']} at "
+                                    f"{self._where()}; try a lower learning rate or grad_clip")
             improved = self._track(metrics)
             step_scheduler(self.scheduler, training.lr_schedule, metrics)
             stop_early = bool(self.stopper and self.stopper.should_stop)
             metrics["seconds"] = time.perf_counter() - started
             callbacks.on_epoch(self.epoch, metrics)
-            if improved or stop_early or self._due() or self.epoch == training.epochs:
+            if improved or stop_early or self._due() or self.epoch == total:
                 self._checkpoint(callbacks, metrics, is_best=improved)
             if stop_early:
                 break
         return JobStatus.SUCCEEDED
+
+    @property
+    def step(self) -> int:
+        """Steps done at the end of the last whole round."""
+        return self.epoch if self.spec.training.max_steps else self.epoch * self.per_epoch
+
+    def _round_end(self) -> int:
+        """`self.epoch` once the round under way is done."""
+        training = self.spec.training
+        if training.max_steps is None:
+            return self.epoch + 1
+        assert training.eval_every is not None
+        return min(self.epoch + training.eval_every, training.max_steps)
+
+    def _rounds_done(self) -> int:
+        every = self.spec.training.eval_every
+        return -(-self.epoch // every) if every else self.epoch
+
+    def _where(self) -> str:
+        return f"step {self.epoch}" if self.spec.training.max_steps else f"epoch {self.epoch}"
 
     def _track(self, metrics: dict[str, float]) -> bool:
         if self.stopper is None:
@@ -169,7 +199,7 @@ class Trainer:
     def _due(self) -> bool:
         every = self.spec.training.checkpoint_every
         if every is not None:
-            return self.epoch % every == 0
+            return self._rounds_done() % every == 0
         # By time, not by epochs: short epochs would otherwise spend more time saving than
         # training, and long ones would risk too much work between checkpoints.
         return time.monotonic() - self._checkpointed_at >= CHECKPOINT_SECONDS
@@ -180,25 +210,45 @@ class Trainer:
         self.checkpointed_epoch = self.epoch
         self._checkpointed_at = time.monotonic()
 
-    def train_one_epoch(self, epoch: int, callbacks: TrainerCallbacks
-                        ) -> tuple[float, float, int] | None:
+    def _epoch_order(self, epoch: int) -> torch.Tensor:
+        """The data order of an epoch (counted from 1), from the seed and the epoch alone."""
+        if self._order is None or self._order[0] != epoch:
+            generator = torch.Generator().manual_seed(self.spec.training.seed * 1_000_003 + epoch)
+            order = torch.randperm(len(self.train_set), generator=generator)
+            self._order = (epoch, order.to(self.train_set.index_device))
+        return self._order[1]
+
+    def _examples(self, first: int, end: int) -> int:
+        """Training examples in steps [first, end): whole batches, and each epoch's last."""
+        size, n = self.spec.training.batch_size, len(self.train_set)
+        return sum(min(size, n - (step % self.per_epoch) * size) for step in range(first, end))
+
+    def train_round(self, callbacks: TrainerCallbacks) -> tuple[float, float, int] | None:
+        """The steps of the round after `self.epoch` (from its position, if it was stopped
+        mid-way): (loss sum, correct predictions, targets), or None if stopped first."""
         training = self.spec.training
         self.model.train()
-        n = len(self.train_set)
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(
-            training.seed * 1_000_003 + epoch)).to(self.device)
+        round_first = self.step
         resumed, self.position = self.position, None
-        first = resumed.batch_start if resumed else 0
+        first = round_first
+        if resumed is not None:
+            first = (resumed.step if resumed.step is not None
+                     else round_first + resumed.batch_start // training.batch_size)
+        end = self._round_end() if training.max_steps else round_first + self.per_epoch
         earlier_hits = resumed.correct if resumed else 0.0
         loss_sum = torch.tensor(resumed.loss_sum if resumed else 0.0, device=self.device)
-        hits = HitCounter(self.train_set.y, order, first)
+        hits = HitCounter(self.device)
         amp = (torch.autocast(self.device.type, dtype=torch.bfloat16) if self.autocast
                else contextlib.nullcontext())
-        for start in range(first, n, training.batch_size):
+        size = training.batch_size
+        for step in range(first, end):
+            epoch, offset = divmod(step, self.per_epoch)
+            start = offset * size
             if callbacks.stop_reason() is not None:
-                self.position = Position(start, loss_sum.item(), earlier_hits + hits.total())
+                self.position = Position(start, loss_sum.item(), earlier_hits + hits.total(),
+                                         step if training.max_steps else None)
                 return None
-            x, y = self.train_set.batch(order[start:start + training.batch_size])
+            x, y = self.train_set.batch(self._epoch_order(epoch + 1)[start:start + size])
             with amp:
                 logits, loss = self.model(x, y)
             assert loss is not None
@@ -208,19 +258,32 @@ class Trainer:
             if training.grad_clip:
                 nn.utils.clip_grad_norm_(self.model.parameters(), training.grad_clip)
             self.optimizer.step()
-            # Added in order, batch by batch: a resumed epoch's float sum then rounds exactly
+            # Added in order, batch by batch: a resumed round's float sum then rounds exactly
             # as an uninterrupted one's. Kept on the device: a .item() would stall a GPU.
             loss_sum.add_(loss.detach(), alpha=y.numel())
-            hits.add(logits, start + len(y))
-        count = n * (self.train_set.y[0].numel() if n else 1)
+            hits.add(logits, y)
+        count = self._examples(round_first, end) * self.train_set.targets_per_example
         return loss_sum.item(), earlier_hits + hits.total(), count
 
+    def train_one_epoch(self, epoch: int, callbacks: TrainerCallbacks
+                        ) -> tuple[float, float, int] | None:
+        """One whole epoch's round (without max_steps), for callers that step epochs."""
+        assert epoch == self.epoch + 1 and not self.spec.training.max_steps
+        return self.train_round(callbacks)
+
     @torch.no_grad()
-    def evaluate(self, batches: Batches) -> tuple[float, float]:
+    def evaluate(self, batches: Batches, limit: int | None = None) -> tuple[float, float]:
+        """Mean loss and accuracy over the batches, or over `limit` evaluation batches of
+        them, evenly spaced (the same ones every time)."""
         self.model.eval()
         loss_sum, correct, count = 0.0, 0, 0
-        for start in range(0, len(batches), EVAL_BATCH):
-            index = torch.arange(start, min(start + EVAL_BATCH, len(batches)), device=self.device)
+        n = len(batches)
+        taken = n if limit is None else min(n, limit * EVAL_BATCH)
+        for start in range(0, taken, EVAL_BATCH):
+            index = torch.arange(start, min(start + EVAL_BATCH, taken),
+                                 device=batches.index_device)
+            if taken < n:
+                index = index * n // taken
             x, y = batches.batch(index)
             logits, loss = self.model(x, y)
             assert loss is not None
@@ -231,12 +294,18 @@ class Trainer:
 
     def _metrics(self, train_stats: tuple[float, float, int], seconds: float) -> dict[str, float]:
         loss_sum, correct, count = train_stats
+        examples = count // self.train_set.targets_per_example
         metrics = {"train_loss": loss_sum / count,
                    "train_accuracy": correct / count,
-                   "examples_per_s": len(self.train_set) / seconds if seconds else 0.0,
+                   "examples_per_s": examples / seconds if seconds else 0.0,
                    "lr": float(self.optimizer.param_groups[0]["lr"])}
+        if self.spec.training.max_steps:
+            steps = self.epoch - (self._rounds_done() - 1) * (self.spec.training.eval_every or 1)
+            metrics |= {"step": self.epoch, "epoch": self.epoch / self.per_epoch,
+                        "steps_per_s": steps / seconds if seconds else 0.0}
         if self.val_set is not None:
-            metrics["val_loss"], metrics["val_accuracy"] = self.evaluate(self.val_set)
+            metrics["val_loss"], metrics["val_accuracy"] = self.evaluate(
+                self.val_set, self.spec.training.eval_batches)
         if self.text:
             metrics["train_bpc"] = metrics["train_loss"] / math.log(2)
             metrics["chars_per_s"] = count / seconds if seconds else 0.0

@@ -176,7 +176,7 @@ def create_dataset(*, session: Session, settings: Settings, store: Store, owner:
     stored_sha256, stored_bytes = _put(settings, store, parsed, object_key)
     info = formats.describe(parsed) | {
         "files": [upload.files[f].filename for f in FILE_FIELDS if f in upload.files],
-        "stored": {"sha256": stored_sha256, "bytes": stored_bytes},
+        "stored": {"sha256": stored_sha256, "bytes": stored_bytes, "form": formats.FORM},
         "options": canonical_options(options)}
     row = Dataset(id=dataset_id, owner_id=owner.id, name=name, kind=parsed.kind, format=fmt,
                   num_examples=parsed.num_examples, sha256=upload.sha256, bytes=upload.bytes,
@@ -214,7 +214,7 @@ def delete_dataset(*, session: Session, store: Store, owner: Owner, dataset_id: 
     one coming after waits and finds no row); the DELETE itself carries the check, which on
     SQLite runs under the single writer's lock."""
     row = get_dataset(session=session, owner=owner, dataset_id=dataset_id)
-    relative = formats.relative_path(row.id, row.kind)
+    relative = formats.relative_path(row.id, row.kind, row.info)
     session.execute(select(Dataset.id).where(Dataset.id == row.id).with_for_update())
     in_use = exists().where(Job.dataset_ref == row.id, Job.status.in_(ACTIVE))
     deleted = session.execute(delete(Dataset).where(Dataset.id == row.id, ~in_use)

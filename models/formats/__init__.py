@@ -1,8 +1,8 @@
 """Uploaded dataset formats: parsed into numpy arrays and checked completely, or refused.
 
 The API parses an upload once, here, and stores what came out in one plain form (stored.py:
-an .npz of numeric arrays for images, UTF-8 for text); the worker reads that form back
-through the same checks (models/example_arrays.py), and models/data.py turns it into tensors.
+a memory-mappable arrays file of uint8 pixels or float32 features, or of character ids);
+a worker maps that file and models/data.py and workers/batches.py read batches from it.
 Nothing is unpickled, and every decompressed byte is counted (models/archive.py). One
 module per format: text.py, tabular.py (csv), npz.py, idx.py, cifar.py.
 """
@@ -18,19 +18,21 @@ from models.formats.cifar import cifar_images
 from models.formats.idx import idx_images
 from models.formats.npz import npz_images
 from models.formats.stored import (
+    FORM,
+    StoredImages,
+    StoredText,
     dataset_path,
     discard,
-    encode,
     read_stored,
     relative_path,
     store,
 )
 from models.formats.tabular import parse_csv
-from models.formats.text import TextFile, parse_text
+from models.formats.text import TextFile, id_dtype, parse_text
 
-__all__ = ["FORMATS", "FormatError", "Images", "Limits", "Text", "TextFile", "dataset_path",
-           "describe", "discard", "display_name", "encode", "parse", "read_stored",
-           "relative_path", "store", "to_float"]
+__all__ = ["FORM", "FORMATS", "FormatError", "Images", "Limits", "StoredImages", "StoredText",
+           "Text", "TextFile", "dataset_path", "describe", "discard", "display_name", "parse",
+           "read_stored", "relative_path", "store", "to_float"]
 
 FORMATS = ("text", "npz", "idx", "cifar10-bin", "csv")
 VALIDATION_FRACTION = 0.1  # images: a fixed shuffled tenth; text: the last tenth
@@ -64,7 +66,7 @@ def describe(parsed: Images | Text | TextFile) -> dict[str, Any]:
     if not isinstance(parsed, Images):
         n_val = int(parsed.num_examples * VALIDATION_FRACTION)
         return {"validation_fraction": VALIDATION_FRACTION, "encoding": parsed.encoding,
-                "vocab": parsed.vocab,
+                "vocab": parsed.vocab, "ids": id_dtype(len(parsed.vocab)).name,
                 "split": {"train": parsed.num_examples - n_val, "validation": n_val, "test": 0}}
     n = len(parsed.y)
     n_val = round(n * VALIDATION_FRACTION)  # as models.data.image_data rounds it

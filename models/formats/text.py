@@ -1,7 +1,8 @@
 """The text format, parsed as it is read: decoded incrementally, counted (characters,
-vocabulary) and written out as UTF-8 to the stored form's scratch file as it goes, so a
-corpus costs its chunk, its vocabulary and a file, however far a few kilobytes of gzip
-unpack. Every limit is checked the moment it is passed."""
+vocabulary) and written out as UTF-8 to a scratch file as it goes, so a corpus costs its
+chunk, its vocabulary and a file, however far a few kilobytes of gzip unpack. Every limit is
+checked the moment it is passed. A second pass over that file (`encoded_ids`) turns it into
+character ids of the narrowest integer type, the form a worker reads."""
 
 
 import codecs
@@ -9,9 +10,11 @@ import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
-from models.archive import Budget, FormatError, stream_single
+import numpy as np
+
+from models.archive import CHUNK, Budget, FormatError, stream_single
 from models.example_arrays import Limits
 
 
@@ -102,3 +105,34 @@ def parse_text(path: Path, name: str, encoding: str | None, limits: Limits,
         raise
     return TextFile(path=out, vocab=sorted(vocab), num_examples=chars, encoding=codec,
                     sha256=hasher.hexdigest(), bytes=size)
+
+
+def id_dtype(vocab_size: int) -> np.dtype[Any]:
+    """The narrowest unsigned integer that holds every character id of the vocabulary."""
+    if vocab_size <= 1 << 8:
+        return np.dtype(np.uint8)
+    return np.dtype(np.uint16) if vocab_size <= 1 << 16 else np.dtype(np.uint32)
+
+
+def id_table(vocab: list[str]) -> np.ndarray:
+    """Code point -> character id, for every code point up to the vocabulary's largest (a
+    vocabulary is sorted, so its code points are increasing)."""
+    points = np.array([ord(c) for c in vocab], dtype=np.int64)
+    table = np.zeros(int(points[-1]) + 1, dtype=id_dtype(len(vocab)))
+    table[points] = np.arange(len(vocab))
+    return table
+
+
+def ids_of(piece: str, table: np.ndarray) -> np.ndarray:
+    """A decoded piece of the corpus as character ids (every character in the vocabulary)."""
+    return table[np.frombuffer(piece.encode("utf-32-le"), dtype="<u4")]
+
+
+def encoded_ids(text_file: "TextFile") -> Iterator[np.ndarray]:
+    """The stored UTF-8 corpus as character ids, a chunk at a time: the second pass over the
+    file, once the first has found its vocabulary."""
+    table = id_table(text_file.vocab)
+    with open(text_file.path, "rb") as handle:
+        chunks = iter(lambda: handle.read(CHUNK), b"")
+        for piece in decoded(chunks, text_file.path.name, "utf-8"):
+            yield ids_of(piece, table)
