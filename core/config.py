@@ -53,7 +53,9 @@ class Settings(BaseSettings):
     preempt_after_seconds: float = Field(
         30.0, gt=0, description="a queued high or urgent job that no worker took this long "
         "after its submission preempts a running job of lower priority")
-    max_upload_bytes: int = Field(256 * 1024 * 1024, ge=1)
+    # Text is stored as character ids and images as their arrays, and workers map them
+    # rather than load them, so an upload's size bounds neither side's memory.
+    max_upload_bytes: int = Field(10 * 1024**3, ge=1)
     # Any other request body (JSON, v2's binary tensors): 413 past this. 16 MiB holds 1,024
     # flattened 28x28 examples as JSON, or 1,024 CIFAR-10 images as v2 binary FP32.
     max_json_bytes: int = Field(16 * 1024 * 1024, ge=1024)
@@ -93,7 +95,9 @@ class Settings(BaseSettings):
     export_cache_files: int = Field(64, ge=1, le=100_000)
     # Uploaded datasets; max_upload_bytes above bounds the upload itself (413).
     max_dataset_examples: int = Field(
-        Limits.max_examples, ge=1, description="examples in one dataset (characters for text)")
+        Limits.max_examples, ge=1, description="examples in one image dataset")
+    max_text_chars: int = Field(Limits.max_chars, ge=2,
+                                description="characters in one text dataset")
     max_vocab_size: int = Field(Limits.max_vocab, ge=2,
                                 description="distinct characters of a text dataset")
     max_dataset_classes: int = Field(Limits.max_classes, ge=2,

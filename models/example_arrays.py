@@ -16,7 +16,8 @@ from models.archive import FormatError
 
 @dataclass(frozen=True)
 class Limits:
-    max_examples: int = 20_000_000  # examples, or characters for text
+    max_examples: int = 20_000_000  # examples of an image dataset
+    max_chars: int = 1 << 34  # characters of a text dataset (stored and read mapped)
     max_vocab: int = 10_000
     max_classes: int = 1_000
     max_decompressed_bytes: int = 1 << 30

@@ -46,6 +46,7 @@ def list_builtins() -> list[dict[str, Any]]:
 
 def limits(settings: Settings) -> formats.Limits:
     return formats.Limits(max_examples=settings.max_dataset_examples,
+                          max_chars=settings.max_text_chars,
                           max_vocab=settings.max_vocab_size,
                           max_classes=settings.max_dataset_classes,
                           max_decompressed_bytes=settings.max_decompressed_bytes)

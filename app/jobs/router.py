@@ -16,7 +16,7 @@ from app.deps import (
 )
 from app.jobs import service
 from app.jobs.openapi_examples import JOB_EXAMPLES
-from app.jobs.schemas import CheckpointList, CheckpointOut, JobOut, JobPage, MetricsOut
+from app.jobs.schemas import CheckpointList, JobOut, JobPage, MetricsOut
 from app.registry import service as registry_service
 from core.fairshare import places as places_of
 from core.lifecycle import JobStatus
@@ -90,6 +90,5 @@ def metrics(job_id: JobId, session: SessionDep, owner: OwnerDep) -> MetricsOut:
 
 @router.get("/{job_id}/checkpoints", summary="The job's kept checkpoints")
 def checkpoints(job_id: JobId, session: SessionDep, owner: OwnerDep) -> CheckpointList:
-    rows = service.job_checkpoints(session=session, owner=owner, job_id=job_id)
-    return CheckpointList(items=[CheckpointOut.model_validate(r, from_attributes=True)
-                                 for r in rows])
+    return CheckpointList(items=service.job_checkpoints(session=session, owner=owner,
+                                                        job_id=job_id))

@@ -9,8 +9,11 @@ from core.lifecycle import FailureKind, JobStatus
 
 
 class Progress(BaseModel):
-    epoch: int
-    epochs: int
+    epoch: int = Field(description="whole epochs done")
+    epochs: int | None = Field(description="the job's epochs; null with training.max_steps")
+    step: int | None = Field(None, description="with training.max_steps: steps done at the "
+                             "last metric row")
+    max_steps: int | None = Field(None, description="with training.max_steps: its value")
     fraction: float
 
 
@@ -63,18 +66,24 @@ class MetricsOut(BaseModel):
     items: list[dict[str, Any]] = Field(
         description="one row per recorded epoch, in order: train_loss and val_loss (mean "
         "cross-entropy, nats), train_accuracy and val_accuracy, examples_per_s, seconds; "
-        "character models add train_bpc, val_bpc and val_perplexity")
+        "character models add train_bpc, val_bpc and val_perplexity. With training.max_steps, "
+        "one row per evaluation (every eval_every steps, and at max_steps), each with `step`, "
+        "a fractional `epoch` (steps / batches an epoch) and steps_per_s; the training "
+        "figures are over the steps since the row before")
 
 
 class CheckpointOut(BaseModel):
     id: str
-    epoch: int
+    epoch: int = Field(description="the epoch it was written after; with training.max_steps "
+                       "the step (as `step`)")
+    step: int | None = Field(None, description="with training.max_steps: the step it was "
+                             "written after (a partial one: resumes from later, see partial)")
     sha256: str
     bytes: int
     metrics: dict[str, Any] = Field(description="the epoch's measurements")
     is_best: bool = Field(description="early stopping's best epoch when it was written")
-    partial: bool = Field(description="written mid-epoch when the job stopped; its metrics "
-                          "are the last whole epoch's")
+    partial: bool = Field(description="written mid-epoch (mid-evaluation interval) when the "
+                          "job stopped; its metrics are the last whole epoch's (interval's)")
     created_at: datetime
 
 

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from app.datasets.service import lock_for_job, resolve_dataset
 from app.errors import OverLimit, conflict, invalid, not_found
 from app.jobs.scheduling import check_scheduling
-from app.jobs.schemas import JobOut, Progress, Usage
+from app.jobs.schemas import CheckpointOut, JobOut, Progress, Usage
 from core import lifecycle
 from core.config import Settings
 from core.db.liveness import gpu_worker_alive
@@ -180,7 +180,7 @@ def create_job(*, session: Session, sender: Celery, settings: Settings, owner: O
     job = Job(owner_id=owner.id, name=spec.name, spec=spec.model_dump(mode="json"),
               dataset_ref=spec.dataset, queue=queue, priority=Priority.named(spec.priority),
               preemptible=spec.preemptible,
-              epochs=spec.training.epochs, idempotency_key=idempotency_key,
+              epochs=spec.training.progress_total, idempotency_key=idempotency_key,
               # Claimed for this send (core/dispatch.py), so that no resend races it.
               sent_at=utcnow())
     lifecycle.submit(session, job)
@@ -228,12 +228,25 @@ def model_ids(session: Session, jobs: list[Job]) -> dict[str, str]:
     return dict(rows.tuples().all())
 
 
+def steps_mode(job: Job) -> bool:
+    """Whether the job counts steps (training.max_steps): its `epoch` columns hold steps."""
+    return bool(job.spec.get("training", {}).get("max_steps"))
+
+
+def progress(job: Job) -> Progress:
+    fraction = round(job.epoch / job.epochs, 6) if job.epochs else 0.0
+    if not steps_mode(job):
+        return Progress(epoch=job.epoch, epochs=job.epochs, fraction=fraction)
+    epochs_done = (job.latest_metrics or {}).get("epoch") or 0
+    return Progress(epoch=int(epochs_done), epochs=None, step=job.epoch, max_steps=job.epochs,
+                    fraction=fraction)
+
+
 def to_out(job: Job, model_id: str | None, place: Place | None = None) -> JobOut:
     queued = job.status == JobStatus.QUEUED
     return JobOut(
         id=job.id, name=job.name, status=job.status, spec=job.spec,  # type: ignore[arg-type]
-        progress=Progress(epoch=job.epoch, epochs=job.epochs,
-                          fraction=round(job.epoch / job.epochs, 6) if job.epochs else 0.0),
+        progress=progress(job),
         metrics=job.latest_metrics, attempts=job.attempts, error=job.error,
         waiting_reason=(job.waiting_reason or (place.reason if place else None)) if queued
         else None,
@@ -265,10 +278,13 @@ def job_metrics(*, session: Session, owner: Owner, job_id: str) -> list[dict[str
     return [{"epoch": epoch, **values} for epoch, values in rows]
 
 
-def job_checkpoints(*, session: Session, owner: Owner, job_id: str) -> list[Checkpoint]:
+def job_checkpoints(*, session: Session, owner: Owner, job_id: str) -> list[CheckpointOut]:
     job = get_job(session=session, owner=owner, job_id=job_id)
-    return list(session.execute(select(Checkpoint).where(Checkpoint.job_id == job.id)
-                                .order_by(Checkpoint.epoch)).scalars())
+    rows = session.execute(select(Checkpoint).where(Checkpoint.job_id == job.id)
+                           .order_by(Checkpoint.epoch)).scalars()
+    steps = steps_mode(job)
+    return [CheckpointOut.model_validate(row, from_attributes=True).model_copy(
+        update={"step": row.epoch if steps else None}) for row in rows]
 
 
 # -- Deleting: rows first, in one transaction; their objects after the commit. A crash (or a

@@ -93,9 +93,10 @@ class Dataset(Base):
     name: Mapped[str] = mapped_column(String(200))
     kind: Mapped[str] = mapped_column(String(16))
     format: Mapped[str] = mapped_column(String(16))
-    num_examples: Mapped[int] = mapped_column(Integer)
+    # 64-bit: an upload may be up to 10 GiB, and a text's examples are its characters.
+    num_examples: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64))
-    bytes: Mapped[int] = mapped_column(Integer)
+    bytes: Mapped[int] = mapped_column(BigInteger)
     # sha256 of the format's options in canonical form ('' for rows made before options
     # were recorded: they never match a new upload).
     options_key: Mapped[str] = mapped_column(String(64), default="", server_default="")
@@ -194,6 +195,10 @@ class SweepTrial(Base):
 
 
 class EpochMetric(Base):
+    """One metric row of a job, keyed by its unit of progress: `epoch` is the epoch, or with
+    training.max_steps the step (the row's values then carry `step` and a fractional
+    `epoch`). Checkpoints are keyed the same way."""
+
     __tablename__ = "epoch_metrics"
     __table_args__ = (UniqueConstraint("job_id", "epoch"),)
 

@@ -84,9 +84,9 @@ def parse_text(path: Path, name: str, encoding: str | None, limits: Limits,
         with open(out, "wb") as handle:
             for piece in decoded(stream_single(path, name, budget), name, codec):
                 chars += len(piece)
-                if chars > limits.max_examples:
-                    raise FormatError(f"{name} has more than {limits.max_examples:,} "
-                                      f"characters; the limit is {limits.max_examples:,}")
+                if chars > limits.max_chars:
+                    raise FormatError(f"{name} has more than {limits.max_chars:,} "
+                                      f"characters; the limit is {limits.max_chars:,}")
                 vocab.update(piece)
                 if len(vocab) > limits.max_vocab:
                     raise FormatError(f"{name} uses more than {limits.max_vocab:,} distinct "

@@ -5,45 +5,40 @@ import pytest
 import torch
 
 from models import data
-from models.data import ImageData, TextData, load_builtin, windows
+from models.data import ImageData, TextData, load_builtin, window_count
 
 N_DIGITS = 1797
 
 
-def _rows(x: torch.Tensor, y: torch.Tensor) -> list[bytes]:
-    return sorted(xi.numpy().tobytes() + bytes([int(yi)]) for xi, yi in zip(x, y, strict=True))
+def _rows(x: np.ndarray, y: np.ndarray) -> list[bytes]:
+    return sorted(xi.tobytes() + bytes([int(yi)]) for xi, yi in zip(x, y, strict=True))
 
 
 def test_digits_shape_classes_and_range() -> None:
     digits = load_builtin("digits")
     assert isinstance(digits, ImageData)
-    assert digits.kind == "images"
-    assert len(digits.y_train) + len(digits.y_val) == N_DIGITS
-    assert digits.shape == [1, 8, 8]
-    assert digits.x_train.shape[1:] == digits.x_val.shape[1:] == (1, 8, 8)
-    assert digits.x_train.dtype == torch.float32
-    assert digits.y_train.dtype == torch.int64
+    assert digits.kind == "images" and digits.source is None  # small: held in memory
+    assert len(digits.train_rows) + len(digits.val_rows) == len(digits.y) == N_DIGITS
+    assert digits.shape == [1, 8, 8] and digits.x.shape[1:] == (1, 8, 8)
+    assert digits.x.dtype == np.float32
     assert digits.classes == [str(c) for c in range(10)]
-    both_y = torch.cat([digits.y_train, digits.y_val])
-    assert set(both_y.tolist()) == set(range(10))
-    both_x = torch.cat([digits.x_train, digits.x_val])
-    assert both_x.min() >= 0 and both_x.max() <= 1
-    assert both_x.max() == 1  # scaled by 16, the data's top value
+    assert set(digits.y.tolist()) == set(range(10))
+    assert digits.x.min() >= 0 and digits.x.max() == 1  # scaled by 16, the data's top value
 
 
 def test_digits_validation_split_is_fixed_sized_and_disjoint() -> None:
     first, second = load_builtin("digits"), load_builtin("digits")
-    assert len(first.y_val) == round(0.2 * N_DIGITS) == 359
-    assert len(first.y_train) == N_DIGITS - 359
-    assert torch.equal(first.x_val, second.x_val)
-    assert torch.equal(first.y_val, second.y_val)
-    assert torch.equal(first.x_train, second.x_train)
+    assert len(first.val_rows) == round(0.2 * N_DIGITS) == 359
+    assert len(first.train_rows) == N_DIGITS - 359
+    assert np.array_equal(first.val_rows, second.val_rows)
+    assert np.array_equal(first.train_rows, second.train_rows)
     # train and val together are the whole dataset, each example once
+    both = np.concatenate([first.train_rows, first.val_rows])
+    assert sorted(both.tolist()) == list(range(N_DIGITS))
     x, y = data._digits_arrays()
-    assert _rows(torch.cat([first.x_train, first.x_val]), torch.cat([first.y_train, first.y_val])
-                 ) == _rows(torch.from_numpy(x), torch.from_numpy(y))
+    assert _rows(first.x[both], first.y[both]) == _rows(x, y)
     # shuffled, not the file's first rows
-    assert not torch.equal(first.y_val, torch.from_numpy(y[:359]))
+    assert sorted(first.val_rows.tolist()) != list(range(359))
 
 
 def test_image_split_by_index_is_disjoint_and_independent_of_global_seed() -> None:
@@ -56,18 +51,17 @@ def test_image_split_by_index_is_disjoint_and_independent_of_global_seed() -> No
     np.random.seed(7)
     torch.manual_seed(7)
     b = data.image_data(x, y, ["c"], 0.2)
-    assert torch.equal(a.y_val, b.y_val)
-    train, val = set(a.y_train.tolist()), set(a.y_val.tolist())
+    assert np.array_equal(a.val_rows, b.val_rows)
+    train, val = set(a.train_rows.tolist()), set(a.val_rows.tolist())
     assert len(val) == 20 and len(train) == 80
     assert train.isdisjoint(val) and train | val == set(range(n))
-    assert torch.equal(a.x_val.flatten().long(), a.y_val)  # inputs follow their labels
 
 
 def test_validation_fraction_override() -> None:
     digits = load_builtin("digits", 0.1)
-    assert len(digits.y_val) == round(0.1 * N_DIGITS)
+    assert len(digits.val_rows) == round(0.1 * N_DIGITS)
     none = load_builtin("digits", 0.0)
-    assert len(none.y_val) == 0 and len(none.y_train) == N_DIGITS
+    assert len(none.val_rows) == 0 and len(none.train_rows) == N_DIGITS
 
 
 def test_builtin_info() -> None:
@@ -83,29 +77,18 @@ def test_hihello_vocab_and_single_window() -> None:
     text = load_builtin("hihello")
     assert isinstance(text, TextData)
     assert text.vocab == ["e", "h", "i", "l", "o"]
-    assert len(text.val) == 0
+    assert text.ids.dtype == np.uint8 and len(text.val) == 0
     assert "".join(text.vocab[i] for i in text.train) == "hihello"
-    wins = windows(text.train, 6)
-    assert wins.shape == (1, 7)
-    assert "".join(text.vocab[i] for i in wins[0, :-1]) == "hihell"
-    assert "".join(text.vocab[i] for i in wins[0, 1:]) == "ihello"
+    assert window_count(len(text.train), 6) == 1
 
 
-def test_windows_tile_the_text_with_one_id_overlap() -> None:
-    wins = windows(torch.arange(10), 3)
-    assert wins.tolist() == [[0, 1, 2, 3], [3, 4, 5, 6], [6, 7, 8, 9]]
-    # inputs never overlap, and every target follows its input
-    inputs = wins[:, :-1].flatten().tolist()
-    assert inputs == [0, 1, 2, 3, 4, 5, 6, 7, 8]
-    # a ragged tail is dropped
-    assert windows(torch.arange(12), 3).shape == (3, 4)
-
-
-@pytest.mark.parametrize("length", [0, 1, 6])
-def test_windows_of_too_short_text_is_empty(length: int) -> None:
-    wins = windows(torch.arange(length, dtype=torch.int64), 6)
-    assert wins.shape == (0, 7)
-    assert wins.dtype == torch.int64
+@pytest.mark.parametrize(("length", "seq_len", "count"), [
+    (10, 3, 3), (12, 3, 3), (13, 3, 4), (0, 6, 0), (1, 6, 0), (6, 6, 0), (7, 6, 1)])
+def test_window_count_tiles_the_text_with_one_id_overlap(length: int, seq_len: int,
+                                                         count: int) -> None:
+    assert window_count(length, seq_len) == count
+    if count:  # the last window ends inside the text; one more would not
+        assert (count - 1) * seq_len + seq_len + 1 <= length < count * seq_len + seq_len + 1
 
 
 def test_text_split_holds_out_the_end() -> None:

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from models import data, formats
 from models.archive import Budget, FormatError, gunzip
@@ -147,6 +146,14 @@ def _local(root: Path) -> Callable[[str, str], Path]:
     return lambda key, _sha256: root / key
 
 
+def _store(root: Path, dataset_id: str, parsed: Images | TextFile) -> dict:
+    path = formats.dataset_path(root, formats.relative_path(dataset_id, parsed.kind))
+    sha256, size = formats.store(parsed, path)
+    formats.discard(parsed)
+    return formats.describe(parsed) | {"stored": {"sha256": sha256, "bytes": size,
+                                                  "form": formats.FORM}}
+
+
 def test_stored_form_round_trips_into_training_data(tmp_path: Path) -> None:
     images, labels = files.idx_pair(50)
     parsed = parse(tmp_path, "idx", files.tar({"a-images": images, "a-labels": labels,
@@ -154,16 +161,15 @@ def test_stored_form_round_trips_into_training_data(tmp_path: Path) -> None:
     assert isinstance(parsed, Images)
     root = tmp_path / "store"
     dataset_id = "0" * 12 + "ab" * 8
-    path = formats.dataset_path(root, formats.relative_path(dataset_id, "images"))
-    path.parent.mkdir(parents=True)
-    data = formats.encode(parsed)
-    path.write_bytes(data)
-    info = formats.describe(parsed) | {"stored": {"sha256": hashlib.sha256(data).hexdigest()}}
+    info = _store(root, dataset_id, parsed)
     loaded = load_upload(_local(root), dataset_id, "images", info)
-    assert isinstance(loaded, ImageData)
-    assert len(loaded.y_train) + len(loaded.y_val) == 50 and len(loaded.y_val) == 5
-    assert loaded.x_train.dtype == torch.float32 and float(loaded.x_train.max()) <= 1.0
+    assert isinstance(loaded, ImageData) and loaded.source is not None  # mapped
+    assert len(loaded.train_rows) + len(loaded.val_rows) == 50 and len(loaded.val_rows) == 5
+    assert loaded.x.dtype == np.uint8 and np.array_equal(loaded.x, parsed.x)
+    assert loaded.y.dtype == np.uint8 and np.array_equal(loaded.y, parsed.y)
     assert loaded.x_test is not None and loaded.x_test.shape == (50, 1, 8, 8)
+    path = formats.dataset_path(root, formats.relative_path(dataset_id, "images"))
+    data = path.read_bytes()
     path.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
     with pytest.raises(FormatError, match="sha256"):
         load_upload(_local(root), dataset_id, "images", info)
@@ -172,14 +178,36 @@ def test_stored_form_round_trips_into_training_data(tmp_path: Path) -> None:
 def test_stored_text_round_trips(tmp_path: Path) -> None:
     parsed = parse(tmp_path, "text", files.text(5))
     dataset_id = "1" * 28
-    path = formats.dataset_path(tmp_path, formats.relative_path(dataset_id, "text"))
-    path.parent.mkdir(parents=True)
-    path.write_bytes(formats.encode(parsed))
-    info = formats.describe(parsed) | {
-        "stored": {"sha256": hashlib.sha256(path.read_bytes()).hexdigest()}}
+    info = _store(tmp_path, dataset_id, parsed)
     loaded = load_upload(_local(tmp_path), dataset_id, "text", info)
     assert isinstance(loaded, TextData)
     assert loaded.vocab == info["vocab"] and len(loaded.val) == info["split"]["validation"]
+
+
+def test_datasets_stored_in_the_older_forms_are_still_read(tmp_path: Path) -> None:
+    images, labels = files.idx_pair(20)
+    parsed = parse(tmp_path, "idx", images, labels=labels)
+    dataset_id = "3" * 28
+    info = formats.describe(parsed)
+    path = formats.dataset_path(tmp_path, formats.relative_path(dataset_id, "images", info))
+    assert path.name.endswith(".npz")
+    path.parent.mkdir(parents=True)
+    buffer = io.BytesIO()
+    np.savez(buffer, x=parsed.x, y=parsed.y)
+    path.write_bytes(buffer.getvalue())
+    info["stored"] = {"sha256": hashlib.sha256(buffer.getvalue()).hexdigest()}
+    loaded = load_upload(tmp_path, dataset_id, "images", info)
+    assert isinstance(loaded, ImageData) and np.array_equal(loaded.x, parsed.x)
+    text = "hello, older world"
+    text_id = "4" * 28
+    text_info = {"validation_fraction": 0.1, "stored": {
+        "sha256": hashlib.sha256(text.encode()).hexdigest()}}
+    text_path = formats.dataset_path(tmp_path,
+                                     formats.relative_path(text_id, "text", text_info))
+    text_path.write_text(text)
+    loaded_text = load_upload(tmp_path, text_id, "text", text_info)
+    assert isinstance(loaded_text, TextData)
+    assert "".join(loaded_text.vocab[i] for i in loaded_text.ids) == text
 
 
 def test_paths_come_from_ids_only(tmp_path: Path) -> None:
@@ -207,16 +235,12 @@ def test_fashion_mnist_upload_is_the_builtin_data(tmp_path: Path) -> None:
         "labels": (FASHION / "train-labels-idx1-ubyte.gz", "train-labels-idx1-ubyte.gz")},
         {}, Limits())
     dataset_id = "2" * 28
-    path = formats.dataset_path(tmp_path, formats.relative_path(dataset_id, "images"))
-    path.parent.mkdir(parents=True)
-    stored = formats.encode(parsed)
-    path.write_bytes(stored)
-    info = formats.describe(parsed) | {"stored": {"sha256": hashlib.sha256(stored).hexdigest()}}
+    info = _store(tmp_path, dataset_id, parsed)
     uploaded = load_upload(_local(tmp_path), dataset_id, "images", info, validation_fraction=0.1)
     builtin = data.load_builtin("fashion-mnist", validation_fraction=0.1)
     assert isinstance(uploaded, ImageData) and isinstance(builtin, ImageData)
-    for name in ("x_train", "y_train", "x_val", "y_val"):
-        assert torch.equal(getattr(uploaded, name), getattr(builtin, name)), name
+    assert np.array_equal(uploaded.train_rows, builtin.train_rows)
+    assert np.array_equal(uploaded.x, builtin.x) and np.array_equal(uploaded.y, builtin.y)
 
 
 # -- malformed: each refused with a reason ------------------------------------------------
@@ -308,7 +332,7 @@ def test_non_utf8_text(tmp_path: Path) -> None:
 
 
 def test_text_limits(tmp_path: Path) -> None:
-    small = Limits(max_examples=100, max_vocab=5)
+    small = Limits(max_chars=100, max_vocab=5)
     assert "limit is 100" in str(refused(tmp_path, "text", b"ab" * 60, limits=small))
     assert "vocabulary limit" in str(refused(tmp_path, "text", b"abcdefg", limits=small))
 

@@ -77,14 +77,16 @@ def test_text_is_written_out_as_it_is_read(tmp_path: Path) -> None:
     root = tmp_path / "store"
     target = formats.dataset_path(root, formats.relative_path("a" * 28, "text"))
     sha256, size = formats.store(parsed, target)
-    assert target.read_bytes() == data + b"xy" and size == len(data) + 2
+    formats.discard(parsed)
     assert not parsed.path.exists()
-    assert formats.read_stored(target, kind="text", sha256=sha256, classes=None).num_examples \
-        == CHUNK + 2
+    stored = formats.read_stored(target, kind="text", sha256=sha256, classes=None)
+    assert isinstance(stored, formats.StoredText) and stored.num_examples == CHUNK + 2
+    assert stored.ids.dtype == np.uint8 and size == target.stat().st_size
+    assert stored.ids[:CHUNK].max() == stored.ids[0] == 2 and stored.ids[-2:].tolist() == [0, 1]
 
 
 def test_text_errors_stop_early_and_leave_nothing(tmp_path: Path) -> None:
-    small = Limits(max_examples=CHUNK, max_vocab=3)
+    small = Limits(max_chars=CHUNK, max_vocab=3)
     assert "more than 1,048,576 characters" in _refused(
         tmp_path, "text", gzip.compress(b"a" * (3 * CHUNK)), small)
     assert "vocabulary limit is 3" in _refused(tmp_path, "text", b"abcd", small)
