@@ -16,7 +16,7 @@ from tests import dataset_files as files
 from tests.integration.service import Service
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
-DEFAULT_UPLOAD_LIMIT = 256 * 1024 * 1024  # Settings.max_upload_bytes
+DEFAULT_UPLOAD_LIMIT = 10 * 1024**3  # Settings.max_upload_bytes
 DEFAULT_EXPAND_LIMIT = 1024 * 1024 * 1024  # Settings.max_decompressed_bytes
 
 FilePart = tuple[str, bytes]
