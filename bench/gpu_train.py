@@ -24,8 +24,9 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.tensors import split_tensors
 from models import checkpoint as ckpt
-from models.data import ImageData, TextData, load_builtin, text_data, windows
+from models.data import ImageData, TextData, load_builtin, text_data
 from models.mlp import MLP, MLPConfig
 from models.recurrent import CharRNN, CharRNNConfig
 from models.spec import JobSpec
@@ -114,11 +115,7 @@ def service_run(w: Workload, device: torch.device, precision: str) -> float:
 
 
 def _tensors(w: Workload) -> tuple[torch.Tensor, ...]:
-    if isinstance(w.data, ImageData):
-        return w.data.x_train, w.data.y_train, w.data.x_val, w.data.y_val
-    seq_len = w.training["seq_len"]
-    train, val = windows(w.data.train, seq_len), windows(w.data.val, seq_len)
-    return train[:, :-1], train[:, 1:], val[:, :-1], val[:, 1:]
+    return split_tensors(w.data, w.training.get("seq_len", 1))
 
 
 def bare_run(w: Workload, device: torch.device, precision: str) -> float:

@@ -29,8 +29,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.launcher import DEFAULT_TIMING, launch_local
+from bench.tensors import split_tensors
 from models import registry
-from models.data import ImageData, load_builtin, windows
+from models.data import ImageData, load_builtin
 from models.spec import JobSpec
 from tests.integration import s3
 from workers.optimizers import make_optimizer
@@ -59,12 +60,9 @@ EVAL_BATCH = 1024
 
 def tensors(spec: JobSpec) -> tuple[Any, ...]:
     data = load_builtin(spec.dataset.removeprefix("builtin:"))
-    if isinstance(data, ImageData):
-        return (data.x_train, data.y_train, data.x_val, data.y_val,
-                {"classes": data.classes, "shape": data.shape})
-    seq = spec.training.seq_len
-    train, val = windows(data.train, seq), windows(data.val, seq)
-    return train[:, :-1], train[:, 1:], val[:, :-1], val[:, 1:], {"vocab": data.vocab}
+    info = ({"classes": data.classes, "shape": data.shape} if isinstance(data, ImageData)
+            else {"vocab": data.vocab})
+    return *split_tensors(data, spec.training.seq_len), info
 
 
 def bare_loop(spec_json: dict[str, Any], threads: int) -> float:

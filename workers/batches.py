@@ -2,7 +2,8 @@
 training predictions.
 
 Every kind of data answers `batch(index)` with (inputs, targets) on the device. Small data
-held in memory (the built-ins) is moved to the device once and indexed there. An upload is
+held in memory (the built-ins; a text's windows made once) is moved to the device once and
+indexed there. An upload is
 a view of its stored map: a batch reads its rows (or its character windows, computed from
 offsets into the ids) from the map and is scaled as it is read (pixels / 255), and the pages
 it read are handed back every RELEASE_BYTES, so a worker's memory stays the same whatever
@@ -111,22 +112,17 @@ class Windows:
     input [:-1] and target [1:], read from offsets into the ids: window i starts at
     start + i * seq_len. Never materialized."""
 
-    ids: np.ndarray | torch.Tensor  # mapped ids, or small ones already on the device
+    ids: np.ndarray  # a view of the map
     start: int
     count: int
     seq_len: int
     device: torch.device
     pages: _Pages = field(default_factory=lambda: _Pages(None))
 
-    def __post_init__(self) -> None:
-        if isinstance(self.ids, torch.Tensor):
-            self._span: Any = torch.arange(self.seq_len + 1, device=self.ids.device)
-        else:
-            self._span = np.arange(self.seq_len + 1)
+    index_device = torch.device("cpu")
 
-    @property
-    def index_device(self) -> torch.device:
-        return self.ids.device if isinstance(self.ids, torch.Tensor) else torch.device("cpu")
+    def __post_init__(self) -> None:
+        self._span = np.arange(self.seq_len + 1)
 
     @property
     def targets_per_example(self) -> int:
@@ -136,31 +132,35 @@ class Windows:
         return self.count
 
     def batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if isinstance(self.ids, torch.Tensor):
-            windows = self.ids[(self.start + index * self.seq_len)[:, None] + self._span]
-        else:
-            offsets = self.start + index.numpy().astype(np.int64) * self.seq_len
-            windows = torch.from_numpy(self.ids[offsets[:, None] + self._span].astype(np.int64)
-                                       ).to(self.device)
-            self.pages.add(len(offsets), (self.seq_len + 1) * self.ids.itemsize)
+        offsets = self.start + index.numpy().astype(np.int64) * self.seq_len
+        windows = torch.from_numpy(self.ids[offsets[:, None] + self._span].astype(np.int64)
+                                   ).to(self.device)
+        self.pages.add(len(offsets), (self.seq_len + 1) * self.ids.itemsize)
         return windows[:, :-1].contiguous(), windows[:, 1:].contiguous()
 
 
-def _text_batches(data: TextData, seq_len: int,
-                  device: torch.device) -> tuple[Windows, Windows | None]:
-    ids: np.ndarray | torch.Tensor = data.ids
-    if data.source is None:  # small and in memory: on the device, once
-        ids = torch.from_numpy(data.ids.astype(np.int64)).to(device)
-    pages = _Pages(data.source)
-    count = window_count(data.split, seq_len)
-    if count == 0:
+def _windows_in_memory(ids: np.ndarray, seq_len: int, device: torch.device) -> TensorBatches:
+    """Small text held in memory: its windows made once, on the device, and indexed there."""
+    tensor = torch.from_numpy(ids.astype(np.int64))
+    windows = tensor.unfold(0, seq_len + 1, seq_len).contiguous().to(device)
+    return TensorBatches(windows[:, :-1], windows[:, 1:])
+
+
+def _text_batches(data: TextData, seq_len: int, device: torch.device
+                  ) -> tuple[Windows | TensorBatches, Windows | TensorBatches | None]:
+    if window_count(data.split, seq_len) == 0:
         raise TrainingError(f"training text is shorter than seq_len + 1 = {seq_len + 1}")
-    train = Windows(ids, 0, count, seq_len, device, pages)
     held = len(data.ids) - data.split
+    val_len = min(seq_len, held - 1)
+    if data.source is None:
+        return (_windows_in_memory(data.train, seq_len, device),
+                _windows_in_memory(data.val, val_len, device) if held >= 2 else None)
+    pages = _Pages(data.source)
+    train = Windows(data.ids, 0, window_count(data.split, seq_len), seq_len, device, pages)
     if held < 2:
         return train, None
-    val_len = min(seq_len, held - 1)
-    return train, Windows(ids, data.split, window_count(held, val_len), val_len, device, pages)
+    return train, Windows(data.ids, data.split, window_count(held, val_len), val_len, device,
+                          pages)
 
 
 def _image_batches(x: np.ndarray, y: np.ndarray, rows: np.ndarray | None, device: torch.device,
