@@ -40,6 +40,9 @@ class DatasetOut(BaseModel):
                                     "or [features]")
     pixels: str | None = Field(None, description="images: 'uint8, divided by 255' (inputs are "
                                "scaled to [0, 1]) or 'float32' (used as uploaded)")
+    ids: str | None = Field(None, description="text: how its character ids are stored (and "
+                            "mapped by workers): uint8 for up to 256 characters, else uint16 "
+                            "or uint32")
     files: list[str] = Field(description="the uploaded files' names, as labels only")
     options: dict[str, str] | None = Field(None, description="the format's options it was "
                                            "made with (encoding, label_column, shape); with "

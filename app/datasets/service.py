@@ -237,8 +237,8 @@ def delete_dataset(*, session: Session, store: Store, owner: Owner, dataset_id: 
 def to_out(row: Dataset) -> DatasetOut:
     """Only what the dataset's kind has: routes drop unset fields (vocab for images...)."""
     info = row.info
-    optional = {key: info[key] for key in ("vocab", "encoding", "classes", "shape", "pixels")
-                if info.get(key) is not None}
+    optional = {key: info[key] for key in ("vocab", "encoding", "classes", "shape", "pixels",
+                                           "ids") if info.get(key) is not None}
     if info.get("options"):
         optional["options"] = info["options"]
     if "vocab" in optional:
