@@ -275,7 +275,7 @@ def test_another_owners_dataset_is_404_everywhere(service: Service) -> None:
 def test_delete_is_409_while_a_job_uses_it_then_removes_row_and_file(service: Service) -> None:
     with service.client() as client:
         dataset = upload(client, "text", ("long.txt", files.text(37))).json()
-        stored = f"{dataset['id']}.txt"
+        stored = f"{dataset['id']}.arrays"
         assert stored in _stored(service)
         job = client.post("/v1/jobs", json=text_job(dataset["id"], epochs=100_000)).json()
         refused = client.delete(f"/v1/datasets/{dataset['id']}")
