@@ -197,8 +197,10 @@ class ProgressBar:
     second) and always at the end. The ETA is measured from the epochs seen live, so a
     replay of finished epochs does not distort it."""
 
-    def __init__(self, total: int, out: TextIO, width: int = 30, interval: float = 0.1) -> None:
+    def __init__(self, total: int, out: TextIO, width: int = 30, interval: float = 0.1,
+                 unit: str = "epoch") -> None:
         self.total, self.out, self.width, self.interval = max(total, 1), out, width, interval
+        self.unit = unit  # "step" for a max_steps job
         self.epoch, self.loss, self.val_loss = 0, None, None
         self._drawn = 0.0
         self._start: tuple[float, int] | None = None
@@ -228,7 +230,7 @@ class ProgressBar:
         bar = "#" * filled + "-" * (self.width - filled)
         loss = f" loss {self.loss:.4f}" if isinstance(self.loss, int | float) else ""
         val = f" val {self.val_loss:.4f}" if isinstance(self.val_loss, int | float) else ""
-        return (f"[{bar}] {fraction * 100:3.0f}% epoch {self.epoch}/{self.total}"
+        return (f"[{bar}] {fraction * 100:3.0f}% {self.unit} {self.epoch}/{self.total}"
                 f"{loss}{val} ETA {self.eta()}")
 
     def draw(self) -> None:
@@ -245,12 +247,14 @@ def watch(client: ApiClient, job_id: str, out: TextIO = sys.stderr) -> dict[str,
     """Draw the job's progress from its event stream until it ends; the last status event's
     data (status, error, model_id, metrics)."""
     job = client.request("GET", f"/v1/jobs/{job_id}")
-    bar = ProgressBar(job["progress"]["epochs"], out)
+    bar = ProgressBar(job["progress"]["epochs"], out,
+                      unit=job["progress"].get("unit", "epoch"))
     final: dict[str, Any] = {"status": job["status"], "error": job["error"],
                              "model_id": job["model_id"]}
     for event in client.events(job_id):
         if event.event == "metrics":
-            bar.update(event.data["epoch"], event.data)
+            # A max_steps job's rows carry their step, and a fractional epoch.
+            bar.update(event.data.get("step", event.data["epoch"]), event.data)
         elif event.event == "status":
             final = event.data
             if final["status"] in TERMINAL:

@@ -1,7 +1,7 @@
 """What the jobs routes return. The request body is models.spec.JobSpec."""
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -9,10 +9,11 @@ from core.lifecycle import FailureKind, JobStatus
 
 
 class Progress(BaseModel):
-    epoch: int = Field(description="whole epochs done")
-    epochs: int | None = Field(description="the job's epochs; null with training.max_steps")
-    step: int | None = Field(None, description="with training.max_steps: steps done at the "
-                             "last metric row")
+    unit: Literal["epoch", "step"] = Field(
+        "epoch", description="what epoch and epochs count: steps with training.max_steps")
+    epoch: int = Field(description="done at the last metric row, in the unit")
+    epochs: int = Field(description="the job's total, in the unit")
+    step: int | None = Field(None, description="with training.max_steps: steps done")
     max_steps: int | None = Field(None, description="with training.max_steps: its value")
     fraction: float
 

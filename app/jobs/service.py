@@ -237,9 +237,8 @@ def progress(job: Job) -> Progress:
     fraction = round(job.epoch / job.epochs, 6) if job.epochs else 0.0
     if not steps_mode(job):
         return Progress(epoch=job.epoch, epochs=job.epochs, fraction=fraction)
-    epochs_done = (job.latest_metrics or {}).get("epoch") or 0
-    return Progress(epoch=int(epochs_done), epochs=None, step=job.epoch, max_steps=job.epochs,
-                    fraction=fraction)
+    return Progress(unit="step", epoch=job.epoch, epochs=job.epochs, step=job.epoch,
+                    max_steps=job.epochs, fraction=fraction)
 
 
 def to_out(job: Job, model_id: str | None, place: Place | None = None) -> JobOut:

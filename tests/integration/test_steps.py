@@ -26,8 +26,8 @@ def test_a_max_steps_job_records_rows_by_step(service: Service) -> None:
         assert response.json()["spec"]["training"]["epochs"] is None
         job = service.wait_job(client, response.json()["id"])
         assert job["status"] == "succeeded", job
-        assert job["progress"] == {"epoch": 2, "epochs": None, "step": 40, "max_steps": 40,
-                                   "fraction": 1.0}
+        assert job["progress"] == {"unit": "step", "epoch": 40, "epochs": 40, "step": 40,
+                                   "max_steps": 40, "fraction": 1.0}
         rows = client.get(f"/v1/jobs/{job['id']}/metrics").json()["items"]
         assert [row["step"] for row in rows] == [15, 30, 40]
         assert [row["epoch"] for row in rows] == pytest.approx([1.0, 2.0, 40 / 15])
