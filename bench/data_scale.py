@@ -6,9 +6,10 @@ API parses it as it streams, then encodes it to character ids in a second pass),
 the same 2-layer, 256-unit LSTM on it for the same number of steps (`training.max_steps`,
 validation bounded by `eval_batches`). The worker is restarted for each size, so that the
 peak resident set of its training process (VmHWM, read from /proc when the job has ended)
-belongs to that size alone. Steps per second are the median of the job's metric rows after
-the first (the first holds the model's warm-up). Targets: the peak at 2 GiB at most
-300 MiB above the peak at 64 MiB, and steps/s within 10% across sizes. Prints one JSON line.
+belongs to that size alone; the API's peak is reset before each upload and read after it.
+Steps per second are the median of the job's metric rows after the first (the first holds
+the model's warm-up). Targets: the worker's peak at 2 GiB at most 300 MiB above its peak at
+64 MiB, and steps/s within 10% across sizes. Prints one JSON line.
 """
 
 import argparse
@@ -103,13 +104,16 @@ def run_size(service: Service, root: Path, size: int, steps: int) -> dict[str, A
     service.stop("worker")
     worker = service.start_worker()
     service.wait_ready()
+    api = service.processes["api"].pid
     with service.client() as client:
         client.timeout = 3600
+        Path(f"/proc/{api}/clear_refs").write_text("5")  # VmHWM from here on: the upload's
         started = time.perf_counter()
         with open(corpus, "rb") as handle:
             response = client.post("/v1/datasets", data={"format": "text", "name": corpus.name},
                                    files={"file": (corpus.name, handle)})
         upload_seconds = time.perf_counter() - started
+        api_peak = peak_rss(api)
         response.raise_for_status()
         corpus.unlink()
         dataset = response.json()["id"]
@@ -123,6 +127,7 @@ def run_size(service: Service, root: Path, size: int, steps: int) -> dict[str, A
         client.delete(f"/v1/datasets/{dataset}").raise_for_status()
     rates = [row["steps_per_s"] for row in rows[1:]] or [rows[0]["steps_per_s"]]
     return {"mib": size // MIB, "upload_seconds": round(upload_seconds, 1),
+            "api_peak_rss_mib": round(api_peak / MIB, 1),
             "worker_peak_rss_mib": round(peak / MIB, 1),
             "steps_per_s": round(statistics.median(rates), 2),
             "steps": rows[-1]["step"], "epochs": round(rows[-1]["epoch"], 4)}
