@@ -29,6 +29,7 @@ from models.spec import JobSpec
 from workers.batches import (
     Batches,
     HitCounter,
+    Order,
     batches_of_test_split,
     data_info,
     train_and_val_batches,
@@ -73,7 +74,7 @@ class Trainer:
                                         spec.training.rounds)
         self.stopper = Stopper.from_spec(spec.training.early_stopping)
         self.per_epoch = -(-len(self.train_set) // spec.training.batch_size)  # batches
-        self._order: tuple[int, torch.Tensor] | None = None  # (epoch, its data order)
+        self._order: tuple[int, Order] | None = None  # (epoch, its data order)
         # Progress in the unit of metric rows: epochs done, or steps done with max_steps.
         self.epoch = 0
         self.checkpointed_epoch: int | None = None
@@ -210,12 +211,11 @@ class Trainer:
         self.checkpointed_epoch = self.epoch
         self._checkpointed_at = time.monotonic()
 
-    def _epoch_order(self, epoch: int) -> torch.Tensor:
+    def _epoch_order(self, epoch: int) -> Order:
         """The data order of an epoch (counted from 1), from the seed and the epoch alone."""
         if self._order is None or self._order[0] != epoch:
-            generator = torch.Generator().manual_seed(self.spec.training.seed * 1_000_003 + epoch)
-            order = torch.randperm(len(self.train_set), generator=generator)
-            self._order = (epoch, order.to(self.train_set.index_device))
+            key = self.spec.training.seed * 1_000_003 + epoch
+            self._order = (epoch, self.train_set.order(key))
         return self._order[1]
 
     def _examples(self, first: int, end: int) -> int:
