@@ -5,6 +5,7 @@ succeeds."""
 import hashlib
 from typing import Any
 
+import numpy as np
 import torch
 from sqlalchemy.orm import Session
 
@@ -17,16 +18,27 @@ def content_sha256(data: ImageData | TextData) -> str:
     """sha256 of a dataset's examples as loaded, every split in a fixed order: a built-in
     dataset has no uploaded file whose hash could stand for it."""
     digest = hashlib.sha256()
+    # As the models see them (int64 ids; float32 inputs, uint8 pixels / 255; int64 labels),
+    # so the digest does not depend on how the arrays are stored.
     if isinstance(data, TextData):
         digest.update("".join(data.vocab).encode())
-        tensors: list[torch.Tensor | None] = [data.train, data.val]
+        arrays: list[np.ndarray | None] = [data.train.astype(np.int64),
+                                           data.val.astype(np.int64)]
     else:
         digest.update("\0".join(data.classes).encode())
-        tensors = [data.x_train, data.y_train, data.x_val, data.y_val, data.x_test, data.y_test]
-    for tensor in tensors:
-        if tensor is not None:
-            digest.update(tensor.contiguous().numpy())
+        arrays = [_inputs(data.x[data.train_rows]), data.y[data.train_rows].astype(np.int64),
+                  _inputs(data.x[data.val_rows]), data.y[data.val_rows].astype(np.int64)]
+        if data.x_test is not None and data.y_test is not None:
+            arrays += [_inputs(data.x_test), data.y_test.astype(np.int64)]
+    for array in arrays:
+        if array is not None:
+            digest.update(np.ascontiguousarray(array))
     return digest.hexdigest()
+
+
+def _inputs(x: np.ndarray) -> np.ndarray:
+    return x.astype(np.float32) / np.float32(255.0) if x.dtype == np.uint8 else \
+        x.astype(np.float32)
 
 
 def origin(session: Session, job: Job, data: ImageData | TextData) -> dict[str, Any]:

@@ -80,7 +80,7 @@ def _make_trial(session: Session, sweep: Sweep, spec: SweepSpec,
     number = len(trials)
     job = Job(owner_id=sweep.owner_id, name=f"{sweep.name}-{number}",
               spec=job_spec.model_dump(mode="json"), dataset_ref=job_spec.dataset,
-              queue=queue_for(session, job_spec.device), epochs=job_spec.training.epochs,
+              queue=queue_for(session, job_spec.device), epochs=job_spec.training.progress_total,
               sweep_id=sweep.id, sent_at=utcnow())  # claimed for its first send
     lifecycle.submit(session, job)
     session.flush()
