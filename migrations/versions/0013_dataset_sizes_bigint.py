@@ -1,6 +1,6 @@
 """datasets.bytes and datasets.num_examples as 64-bit: uploads of up to 10 GiB
 
-Revision ID: 0007
+Revision ID: 0013
 Revises: 0012
 """
 from collections.abc import Sequence
@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0007"
+revision: str = "0013"
 down_revision: str | Sequence[str] | None = "0012"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
