@@ -196,7 +196,7 @@ def test_datasets_stored_in_the_older_forms_are_still_read(tmp_path: Path) -> No
     np.savez(buffer, x=parsed.x, y=parsed.y)
     path.write_bytes(buffer.getvalue())
     info["stored"] = {"sha256": hashlib.sha256(buffer.getvalue()).hexdigest()}
-    loaded = load_upload(tmp_path, dataset_id, "images", info)
+    loaded = load_upload(_local(tmp_path), dataset_id, "images", info)
     assert isinstance(loaded, ImageData) and np.array_equal(loaded.x, parsed.x)
     text = "hello, older world"
     text_id = "4" * 28
@@ -205,7 +205,7 @@ def test_datasets_stored_in_the_older_forms_are_still_read(tmp_path: Path) -> No
     text_path = formats.dataset_path(tmp_path,
                                      formats.relative_path(text_id, "text", text_info))
     text_path.write_text(text)
-    loaded_text = load_upload(tmp_path, text_id, "text", text_info)
+    loaded_text = load_upload(_local(tmp_path), text_id, "text", text_info)
     assert isinstance(loaded_text, TextData)
     assert "".join(loaded_text.vocab[i] for i in loaded_text.ids) == text
 
