@@ -10,7 +10,6 @@ first claimed with one conditional UPDATE, so processes resending at once send a
 """
 
 import logging
-import threading
 from datetime import datetime
 
 from celery import Celery
@@ -21,6 +20,7 @@ from core.broker import send_wakeup
 from core.db.engine import session_scope
 from core.db.tables import Job, utcnow
 from core.lifecycle import JobStatus
+from core.loop import Loop
 
 log = logging.getLogger(__name__)
 RESEND_BATCH = 500
@@ -91,27 +91,13 @@ def resend_queued(sessions: sessionmaker[Session], sender: Celery, *,
     return sent
 
 
-class Resender:
+class Resender(Loop):
     """The API's own loop: every `interval` seconds (and once at start), the jobs whose send
-    failed are sent again. A daemon thread that stops within a moment of `stop()`."""
+    failed are sent again."""
 
     def __init__(self, sessions: sessionmaker[Session], sender: Celery, interval: float):
-        self.sessions, self.sender, self.interval = sessions, sender, interval
-        self._halt = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="resender", daemon=True)
+        super().__init__("resender", interval, "resending queued jobs")
+        self.sessions, self.sender = sessions, sender
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._halt.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
-
-    def _loop(self) -> None:
-        while not self._halt.is_set():
-            try:
-                resend_queued(self.sessions, self.sender)
-            except Exception as exc:  # the database is down: the next pass tries again
-                log.warning("resending queued jobs failed: %s", type(exc).__name__)
-            self._halt.wait(self.interval)
+    def run_once(self) -> int:
+        return resend_queued(self.sessions, self.sender)

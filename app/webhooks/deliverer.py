@@ -19,7 +19,6 @@ import hmac
 import json
 import logging
 import socket
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -34,6 +33,7 @@ from app.webhooks.targets import Resolver, TargetRefused, resolve
 from core.config import Settings
 from core.db.engine import session_scope
 from core.db.tables import Webhook, WebhookAttempt, WebhookDelivery, utcnow
+from core.loop import Loop
 from core.webhooks import outbox
 
 log = logging.getLogger(__name__)
@@ -100,36 +100,22 @@ def post(url: str, secret: str, delivery: WebhookDelivery, settings: Settings,
                       time.perf_counter() - started)
 
 
-class Deliverer:
+class Deliverer(Loop):
     """A daemon thread: every `webhook_poll_seconds` (and once at start), the deliveries due
     are attempted. `run_once` is a whole pass, for tests."""
 
     def __init__(self, sessions: sessionmaker[Session], settings: Settings,
                  resolver: Resolver | None = None,
                  sender: Callable[..., Answer] = post) -> None:
+        super().__init__("webhooks", settings.webhook_poll_seconds, "delivering webhooks")
         self.sessions, self.settings = sessions, settings
         self.resolver = resolver or socket.getaddrinfo
         self.sender = sender
-        self._halt = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="webhooks", daemon=True)
         self._pool = ThreadPoolExecutor(SENDERS, thread_name_prefix="webhook-send")
 
-    def start(self) -> None:
-        self._thread.start()
-
     def stop(self, timeout: float = 5.0) -> None:
-        self._halt.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
+        super().stop(timeout)
         self._pool.shutdown(wait=False, cancel_futures=True)
-
-    def _loop(self) -> None:
-        while not self._halt.is_set():
-            try:
-                self.run_once()
-            except Exception as exc:  # the database is down: the next pass tries again
-                log.warning("delivering webhooks failed: %s", type(exc).__name__)
-            self._halt.wait(self.settings.webhook_poll_seconds)
 
     def run_once(self) -> int:
         """Attempt every delivery due now; how many were attempted."""

@@ -11,7 +11,6 @@ the reconciler resends it if the process dies between commit and send).
 """
 
 import logging
-import threading
 
 from celery import Celery
 from pydantic import ValidationError
@@ -25,6 +24,7 @@ from core.db.liveness import gpu_worker_alive
 from core.db.tables import Job, Sweep, SweepTrial, utcnow
 from core.dispatch import send_new
 from core.lifecycle import ACTIVE, JobStatus, SweepStatus
+from core.loop import Loop
 from core.sweeps import records, space, study
 from core.sweeps.spec import SweepSpec
 from models.spec import JobSpec
@@ -166,28 +166,14 @@ def advance_all(sessions: sessionmaker[Session], sender: Celery) -> int:
     return made
 
 
-class SweepDriver:
-    """The API's loop: every `interval` seconds, every running sweep is advanced. A daemon
-    thread that stops within a moment of `stop()`. Workers drive sweeps too (their
-    reconciler, and each trial's end), so sweeps go on while no API runs."""
+class SweepDriver(Loop):
+    """The API's loop: every `interval` seconds, every running sweep is advanced. Workers
+    drive sweeps too (their reconciler, and each trial's end), so sweeps go on while no API
+    runs."""
 
     def __init__(self, sessions: sessionmaker[Session], sender: Celery, interval: float):
-        self.sessions, self.sender, self.interval = sessions, sender, interval
-        self._halt = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="sweep-driver", daemon=True)
+        super().__init__("sweep-driver", interval, "driving sweeps")
+        self.sessions, self.sender = sessions, sender
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._halt.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
-
-    def _loop(self) -> None:
-        while not self._halt.is_set():
-            try:
-                advance_all(self.sessions, self.sender)
-            except Exception as exc:  # the database is down: the next pass tries again
-                log.warning("driving sweeps failed: %s", type(exc).__name__)
-            self._halt.wait(self.interval)
+    def run_once(self) -> int:
+        return advance_all(self.sessions, self.sender)
