@@ -31,13 +31,15 @@ from tests.integration.test_resume import assert_same_run
 TINY: dict[str, Any] = {"dataset": "builtin:hihello", "model": {"arch": "gru", "hidden_size": 4},
                         "optimizer": {"name": "adam", "lr": 0.01},
                         "training": {"epochs": 2, "batch_size": 1, "seq_len": 6}}
-# Long enough (several seconds) to be preempted mid-run, checkpointing along the way.
-# One tiny step per epoch, so that it runs long at a low cost.
+# Long enough (about seven seconds on a quiet machine) to be preempted mid-run: the
+# reconciler's 0.2 s passes flag it within a second of the urgent job's wait, far from its
+# end; checkpointing along the way. One tiny step per epoch, so that it runs long at a low
+# cost.
 LOW: dict[str, Any] = {"dataset": "builtin:hihello",
                        "model": {"arch": "lstm", "hidden_size": 8, "dropout": 0.0},
                        "optimizer": {"name": "adam", "lr": 0.01},
-                       "training": {"epochs": 600, "batch_size": 1, "seq_len": 6, "seed": 5,
-                                    "checkpoint_every": 60, "keep_checkpoints": 20},
+                       "training": {"epochs": 6000, "batch_size": 1, "seq_len": 6, "seed": 5,
+                                    "checkpoint_every": 500, "keep_checkpoints": 20},
                        "priority": "low"}
 
 
@@ -48,7 +50,7 @@ def fair(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
     a Redis of its own, so that its workers share no queue with the session's service.
     Leases long enough that four training processes on two loaded cores keep theirs (a
     job taken back would run, and count its device time, twice)."""
-    settings = {"preempt_after_seconds": "1", "lease_seconds": "30"}
+    settings = {"preempt_after_seconds": "1", "lease_seconds": "30", "reconcile_seconds": "0.2"}
     cleanups = []
     backend = request.param
     if backend == "postgres":
@@ -134,7 +136,7 @@ def test_urgent_preempts_a_low_job_that_resumes_exactly(fair: Service) -> None:
         assert whole["status"] == "succeeded" and whole["preemptions"] == 0
 
         low = submit(alice, LOW)
-        poll(lambda: alice.get(f"/v1/jobs/{low}").json()["progress"]["epoch"] >= 70,
+        poll(lambda: alice.get(f"/v1/jobs/{low}").json()["progress"]["epoch"] >= 510,
              timeout=120, interval=0.02, what="the low job to pass its first checkpoint")
         urgent = submit(admin, TINY, priority="urgent")
         done = fair.wait_job(admin, urgent, timeout=120)

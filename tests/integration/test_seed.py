@@ -15,7 +15,8 @@ def test_hihello_lstm_learns_ihello(service: Service) -> None:
 
         job = service.wait_job(client, job["id"])
         assert job["status"] == "succeeded", job
-        assert job["progress"] == {"epoch": 2000, "epochs": 2000, "fraction": 1.0}
+        assert job["progress"] == {"unit": "epoch", "epoch": 2000, "epochs": 2000, "step": None,
+                                   "max_steps": None, "fraction": 1.0}
         assert job["model_id"]
 
         answer = client.post(f"/v1/models/{job['model_id']}/predict",
