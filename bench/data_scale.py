@@ -141,6 +141,8 @@ def main() -> None:
                         "size free); a temporary directory if absent")
     args = parser.parse_args()
     sizes = [int(s) * MIB for s in args.sizes.split(",")]
+    if args.dir is not None:
+        Path(args.dir).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         root = Path(tmp)
         free = shutil.disk_usage(root).free
