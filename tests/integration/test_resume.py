@@ -62,7 +62,7 @@ def assert_same_run(service: Service, client: httpx.Client, whole: dict[str, Any
 
 
 def run_whole(service: Service, client: httpx.Client, spec: dict[str, Any]) -> dict[str, Any]:
-    job = service.wait_job(client, submit(client, spec), timeout=180)
+    job = service.wait_job(client, submit(client, spec), timeout=600)
     assert job["status"] == "succeeded", job
     return job
 
@@ -73,7 +73,7 @@ def wait_for_checkpoint(client: httpx.Client, job_id: str, count: int = 1) -> No
         assert job["status"] in ("queued", "running"), job
         items = client.get(f"/v1/jobs/{job_id}/checkpoints").json()["items"]
         return len(items) >= count and job["progress"]["epoch"] > items[-1]["epoch"]
-    poll(checkpointed, timeout=120, what=f"{count} checkpoint(s) and progress past them")
+    poll(checkpointed, timeout=300, what=f"{count} checkpoint(s) and progress past them")
 
 
 @pytest.mark.parametrize("arch", ["mlp", pytest.param("cnn", marks=pytest.mark.sqlite_only),
@@ -86,7 +86,7 @@ def test_a_killed_training_child_resumes_exactly(service: Service, arch: str) ->
         owner = service.sql("SELECT lease_owner FROM jobs WHERE id = :id", id=job_id)[0][0]
         os.kill(int(owner.rsplit(":", 1)[1]), signal.SIGKILL)  # the child, mid-epoch
 
-        resumed = service.wait_job(client, job_id, timeout=180)
+        resumed = service.wait_job(client, job_id, timeout=600)
         assert resumed["attempts"] == 2
         assert_same_run(service, client, whole, resumed)
 
@@ -109,7 +109,7 @@ def test_a_dead_worker_is_taken_back_and_a_corrupt_checkpoint_is_skipped(
         finally:
             service.start_worker()
 
-        resumed = service.wait_job(client, job_id, timeout=180)
+        resumed = service.wait_job(client, job_id, timeout=600)
         assert resumed["attempts"] == 2
         assert_same_run(service, client, whole, resumed)
         assert f"checkpoint {items[-1]['epoch']} of job {job_id} refused" in service.log("worker")
