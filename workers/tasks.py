@@ -8,10 +8,11 @@ from typing import Any
 
 from core import logs
 from core.broker import TRAIN_TASK
-from workers import scheduler, shutdown, sweeps
+from workers import node, scheduler, shutdown, sweeps
 from workers.celery_app import app
+from workers.gang import Seat
 from workers.runner import run_job
-from workers.runtime import runtime
+from workers.runtime import Runtime, runtime
 
 log = logging.getLogger(__name__)
 
@@ -25,9 +26,27 @@ def train_job(self: Any, job_id: str) -> str:
     claimed = scheduler.claim_for_wakeup(rt, job_id, queue)
     if isinstance(claimed, str):
         return claimed
+    if isinstance(claimed, Seat):  # a node of a gang (workers/gang.py)
+        return run_gang_node(rt, claimed)
     with logs.job_context(claimed.job_id[:64]):  # every log line of this run names the job
         outcome = run_job(rt, claimed)
         log.info("training job ended: %s", outcome)
         sweeps.after_trial(rt, app, claimed.job_id)
     scheduler.wake_next(rt, app, claimed.queue)
+    return outcome
+
+
+def run_gang_node(rt: Runtime, seat: Seat) -> str:
+    """Wait for the gang to form, run this node; node 0 ends a sweep's trial. A member of a
+    gang that never formed sends its wake-up again (the job keeps N in flight); any other
+    end frees this worker's slot, which may wake a worker for the next job."""
+    with logs.job_context(seat.job_id[:64]):
+        outcome = node.run_seat(rt, seat)
+        log.info("gang node %d ended: %s", seat.node_rank, outcome)
+        if outcome == node.RELEASED:
+            node.wake_again(rt, app, seat)
+            return outcome
+        if seat.node_rank == 0:
+            sweeps.after_trial(rt, app, seat.job_id)
+    scheduler.wake_next(rt, app, seat.queue)
     return outcome
