@@ -83,7 +83,7 @@ def waiting_reasons(session: Session, jobs: list[Job]) -> dict[str, str]:
     gangs = latest_gangs(session, [job.id for job in queued])
     counts = dict(session.execute(select(GangMember.gang_id, func.count()).where(
         GangMember.gang_id.in_([g.id for g in gangs.values()])).group_by(GangMember.gang_id)
-        ).tuples().all()) if gangs else {}
+        ).all()) if gangs else {}
     reasons = {}
     for job in queued:
         wanted = f"waiting for {job.nodes} nodes of queue {job.queue}"

@@ -22,7 +22,7 @@ def list_workers(*, session: Session, admin: Owner, alive_seconds: float,
         query = query.where(WorkerSeen.last_seen > fresh)
     rows = list(session.execute(query).scalars())
     gangs = dict(session.execute(select(GangMember.worker, GangMember.job_id).where(
-        GangMember.left_at.is_(None))).tuples().all())
+        GangMember.left_at.is_(None))).all())
     found = []
     # Rows written before workers registered their process (migration 0014) group by name.
     for worker, group in groupby(sorted(rows, key=lambda r: r.worker or r.name),
