@@ -96,7 +96,7 @@ def transient(exc: BaseException) -> bool:
 
 
 @contextlib.contextmanager
-def own_fault(writer: BackgroundWriter) -> Iterator[None]:
+def own_fault(writer: BackgroundWriter | None) -> Iterator[None]:
     """Around the job's own code: building its model, the training loop (forward, backward,
     optimizer, schedule, metrics) and its test evaluation. What that raises comes from the
     job's spec or data and would be raised again by every retry, so it becomes a
@@ -108,7 +108,7 @@ def own_fault(writer: BackgroundWriter) -> Iterator[None]:
     except (TrainingError, LeaseLost, torch.OutOfMemoryError, torch.AcceleratorError):
         raise
     except Exception as exc:
-        if exc is writer.error:
+        if writer is not None and exc is writer.error:
             raise
         log.warning("the job's training raised", exc_info=True)
         message = str(exc.args[0] if isinstance(exc, KeyError) and exc.args else exc)

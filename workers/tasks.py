@@ -8,10 +8,11 @@ from typing import Any
 
 from core import logs
 from core.broker import TRAIN_TASK
-from workers import scheduler, shutdown, sweeps
+from workers import distributed, scheduler, shutdown, sweeps
 from workers.celery_app import app
+from workers.lease import Claim
 from workers.runner import run_job
-from workers.runtime import runtime
+from workers.runtime import Runtime, runtime
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +27,14 @@ def train_job(self: Any, job_id: str) -> str:
     if isinstance(claimed, str):
         return claimed
     with logs.job_context(claimed.job_id[:64]):  # every log line of this run names the job
-        outcome = run_job(rt, claimed)
+        outcome = _run(rt, claimed)
         log.info("training job ended: %s", outcome)
         sweeps.after_trial(rt, app, claimed.job_id)
     scheduler.wake_next(rt, app, claimed.queue)
     return outcome
+
+
+def _run(rt: Runtime, claimed: Claim) -> str:
+    """One process (today's path), or a one-node gang of resources.procs_per_node."""
+    node = distributed.single_node(claimed)
+    return run_job(rt, claimed) if node is None else distributed.run_node(rt, claimed, node)
