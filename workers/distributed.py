@@ -59,6 +59,7 @@ SUPERVISE_SECONDS = 0.05  # the child's loop: stop flag out, usage and faults in
 AGENT_STOP_SECONDS = 10.0  # after a SIGTERM to the agent, before its SIGKILL
 ABORT_GRACE_SECONDS = 5.0  # for the other ranks to end after one ended the gang alone
 TASK_FILE, CHANNEL_FILE = "task.json", "node.channel"
+RUN_DIR_PREFIX = "trainserve-gang-"
 # What the ranks' result files may say besides a JobStatus or StopReason value.
 FAILED = JobStatus.FAILED
 
@@ -113,7 +114,8 @@ def run_node(rt: Runtime, claimed: lease.Claim, node: NodeAssignment) -> str:
     spec = JobSpec.model_validate(claimed.spec)
     limit = spec.training.time_limit_seconds or rt.settings.job_time_limit_seconds
     deadline = claimed.started_at.timestamp() + limit if limit else None
-    with tempfile.TemporaryDirectory(prefix="trainserve-node-") as tmp:
+    # Named after the job, so that an operator (and a test) can tell whose ranks run.
+    with tempfile.TemporaryDirectory(prefix=f"{RUN_DIR_PREFIX}{claimed.job_id}-") as tmp:
         run_dir = Path(tmp)
         channel = NodeChannel.create(run_dir / CHANNEL_FILE)
         _write_task(run_dir, rt, claimed, node)

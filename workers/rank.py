@@ -182,17 +182,13 @@ class RankCallbacks:
     def on_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
         if self._job is not None:
             with self._writes():
-                self._job.on_epoch(epoch, {**metrics, "world_size": self._world()})
+                self._job.on_epoch(epoch, metrics)
 
     def on_checkpoint(self, epoch: int, tensors: dict[str, torch.Tensor],
                       meta: dict[str, Any]) -> None:
         if self._job is not None:
             with self._writes():
                 self._job.on_checkpoint(epoch, tensors, meta)
-
-    @staticmethod
-    def _world() -> int:
-        return dist.get_world_size()
 
 
 def _resume(rt: Runtime, job_id: str, device: torch.device, records: bool,
@@ -212,8 +208,8 @@ def _train(rt: Runtime, task: dict[str, Any], spec: JobSpec, device: torch.devic
     writer = job = None
     if records:
         writer = BackgroundWriter(transient=transient, retry_seconds=rt.settings.lease_seconds)
-        job = JobCallbacks(rt, job_id, RankBeat(channel), writer, None,  # type: ignore[arg-type]
-                           task["sweep_id"])
+        job = JobCallbacks(rt, job_id, RankBeat(channel), writer, None, task["sweep_id"],
+                           world_size=world)
     try:
         data = load_data(spec, rt)
         if job is not None:

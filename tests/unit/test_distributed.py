@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from models.data import load_builtin
 from models.spec import JobSpec
 from tests.integration.specs import SEED_MLP
 from tests.unit.recording_callbacks import RecordingCallbacks
+from workers import distributed
 from workers.distributed import NodeAssignment, agent_command, batch_share
 from workers.node_channel import REASONS, STOP_CODES, NodeChannel
 from workers.trainer import Trainer
@@ -167,7 +169,6 @@ def test_two_processes_end_with_the_weights_of_one(two_ranks: Path, one_process:
     ranked_rows = json.loads((two_ranks / "whole.json").read_text())
     assert [epoch for epoch, _ in ranked_rows] == [1, 2, 3, 4, 5]
     for (_, theirs), (_, ours) in zip(ranked_rows, rows, strict=True):
-        assert theirs["world_size"] == 2
         for name in ("train_loss", "train_accuracy", "val_loss", "val_accuracy"):
             assert theirs[name] == pytest.approx(ours[name], rel=1e-5), name
 
@@ -190,3 +191,62 @@ def test_a_run_stopped_mid_epoch_resumes_to_the_same_weights(two_ranks: Path,
     # The interrupted epoch's training loss counts every rank's share once.
     assert resumed_rows[0][1]["train_loss"] == pytest.approx(rows[1][1]["train_loss"],
                                                              rel=1e-5)
+
+
+# -- what the node's child makes of its agent's end --------------------------------------------
+
+NODE = NodeAssignment(node_rank=0, nnodes=1, procs_per_node=2, rdzv_endpoint="127.0.0.1:0",
+                      run_id="job-1", max_restarts=0)
+# Stand-ins for the agent: each is `python -c` with the run dir as its argument.
+GONE = "import sys; sys.exit(1)"
+SUCCEEDED = ("import json, pathlib, sys; d = pathlib.Path(sys.argv[1]); "
+             "(d / 'result-1.json').write_text(json.dumps({'outcome': 'succeeded'})); "
+             "(d / 'result-0.json').write_text(json.dumps("
+             "{'outcome': 'succeeded', 'model_epoch': 3, 'test_metrics': {}}))")
+SILENT = "pass"
+ONE_FAILS = ("import json, pathlib, sys, time; d = pathlib.Path(sys.argv[1]); "
+             "(d / 'result-1.json').write_text(json.dumps("
+             "{'outcome': 'failed', 'error': 'boom', 'abort': True})); time.sleep(60)")
+OBEYS = ("import json, pathlib, sys, time; from workers.node_channel import NodeChannel, "
+         "REASONS; d = pathlib.Path(sys.argv[1]); c = NodeChannel(d / 'node.channel')\n"
+         "while not c.stop_code(): time.sleep(0.01)\n"
+         "(d / 'result-0.json').write_text(json.dumps("
+         "{'outcome': REASONS[c.stop_code()], 'model_epoch': 1}))")
+
+
+def _supervised(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, script: str,
+                reason: str | None = None) -> tuple[str, dict[str, Any]]:
+    monkeypatch.setattr(distributed, "agent_command",
+                        lambda run_dir, node: [sys.executable, "-c", script, str(run_dir)])
+    monkeypatch.setattr(distributed, "ABORT_GRACE_SECONDS", 0.2)
+    channel = NodeChannel.create(tmp_path / distributed.CHANNEL_FILE)
+    try:
+        return distributed._supervise(tmp_path, NODE, channel, lambda: reason)
+    finally:
+        channel.close()
+
+
+def test_an_agent_that_gave_up_is_a_lost_gang(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    assert _supervised(tmp_path, monkeypatch, GONE) == (distributed.GANG_LOST, {})
+    assert _supervised(tmp_path, monkeypatch, SILENT) == (distributed.GANG_LOST, {})
+
+
+def test_the_outcome_is_local_rank_0s_result(tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    outcome, result = _supervised(tmp_path, monkeypatch, SUCCEEDED)
+    assert (outcome, result["model_epoch"]) == ("succeeded", 3)
+
+
+def test_a_rank_that_failed_alone_ends_its_agent_and_the_job_fails(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    started = time.monotonic()
+    outcome, result = _supervised(tmp_path, monkeypatch, ONE_FAILS)
+    assert (outcome, result["error"]) == ("failed", "boom")
+    assert time.monotonic() - started < 10  # not the agent's 60 s
+
+
+def test_the_nodes_stop_reason_reaches_its_ranks(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    assert _supervised(tmp_path, monkeypatch, OBEYS, reason="shutdown")[0] == "shutdown"
