@@ -8,9 +8,10 @@ from typing import Any
 
 from core import logs
 from core.broker import TRAIN_TASK
-from workers import node, scheduler, shutdown, sweeps
+from workers import distributed, node, scheduler, shutdown, sweeps
 from workers.celery_app import app
 from workers.gang import Seat
+from workers.lease import Claim
 from workers.runner import run_job
 from workers.runtime import Runtime, runtime
 
@@ -29,7 +30,7 @@ def train_job(self: Any, job_id: str) -> str:
     if isinstance(claimed, Seat):  # a node of a gang (workers/gang.py)
         return run_gang_node(rt, claimed)
     with logs.job_context(claimed.job_id[:64]):  # every log line of this run names the job
-        outcome = run_job(rt, claimed)
+        outcome = _run(rt, claimed)
         log.info("training job ended: %s", outcome)
         sweeps.after_trial(rt, app, claimed.job_id)
     scheduler.wake_next(rt, app, claimed.queue)
@@ -50,3 +51,9 @@ def run_gang_node(rt: Runtime, seat: Seat) -> str:
             sweeps.after_trial(rt, app, seat.job_id)
     scheduler.wake_next(rt, app, seat.queue)
     return outcome
+
+
+def _run(rt: Runtime, claimed: Claim) -> str:
+    """One process (today's path), or a one-node gang of resources.procs_per_node."""
+    node = distributed.single_node(claimed)
+    return run_job(rt, claimed) if node is None else distributed.run_node(rt, claimed, node)

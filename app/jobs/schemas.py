@@ -86,7 +86,8 @@ class JobPage(BaseModel):
 class MetricsOut(BaseModel):
     items: list[dict[str, Any]] = Field(
         description="one row per recorded epoch, in order: train_loss and val_loss (mean "
-        "cross-entropy, nats), train_accuracy and val_accuracy, examples_per_s, seconds; "
+        "cross-entropy, nats), train_accuracy and val_accuracy, examples_per_s, seconds, "
+        "world_size (the processes that trained it: resources.nodes x procs_per_node); "
         "character models add train_bpc, val_bpc and val_perplexity. With training.max_steps, "
         "one row per evaluation (every eval_every steps, and at max_steps), each with `step`, "
         "a fractional `epoch` (steps / batches an epoch) and steps_per_s; the training "
