@@ -77,21 +77,31 @@ def job_members(session: Session, jobs: list[Job]) -> dict[str, list[Member]]:
 
 
 def waiting_reasons(session: Session, jobs: list[Job]) -> dict[str, str]:
-    """Why each queued multi-node job waits: the gang forming for it and how many workers
-    joined, or how many joined its last gang before it was released."""
+    """Why each queued multi-node job waits: how many workers its gang has (forming now,
+    or when its last one was released), and why gangs before it did not form."""
     queued = [job for job in jobs if job.status == JobStatus.QUEUED and job.nodes > 1]
     gangs = latest_gangs(session, [job.id for job in queued])
     counts = dict(session.execute(select(GangMember.gang_id, func.count()).where(
         GangMember.gang_id.in_([g.id for g in gangs.values()])).group_by(GangMember.gang_id)
         ).all()) if gangs else {}
+    released = dict(session.execute(select(Gang.job_id, func.count()).where(
+        Gang.job_id.in_(list(gangs)), Gang.status == GangStatus.RELEASED)
+        .group_by(Gang.job_id)).all()) if gangs else {}
+    last_reason = dict(session.execute(select(Gang.job_id, Gang.reason).where(
+        Gang.job_id.in_(list(gangs)), Gang.status == GangStatus.RELEASED)
+        .order_by(Gang.created_at)).all()) if gangs else {}
     reasons = {}
     for job in queued:
         wanted = f"waiting for {job.nodes} nodes of queue {job.queue}"
         gang = gangs.get(job.id)
+        before = released.get(job.id, 0)
+        history = (f"; {before} gang(s) before did not form ({last_reason[job.id]})"
+                   if before and job.id in last_reason else "")
         if gang is None:
             reasons[job.id] = f"{wanted}: no gang has formed yet"
         elif gang.status == GangStatus.FORMING:
-            reasons[job.id] = f"{wanted}, {counts.get(gang.id, 0)} free: its gang is forming"
+            reasons[job.id] = (f"{wanted}, {counts.get(gang.id, 0)} free: its gang is "
+                               f"forming{history}")
         elif gang.status == GangStatus.RELEASED:
             reasons[job.id] = f"{wanted}, {counts.get(gang.id, 0)} free: {gang.reason}"
         else:  # its last gang ran and ended or was lost: it starts again as a new gang

@@ -9,7 +9,7 @@ the gang claims the job for node 0's slot (lifecycle.claim: the lease, one attem
 starts the gang, in one commit. With no gang forming, its best claimable job may be a gang
 job: it then forms one as node 0, with a free port of its own for the rendezvous. Every
 member waits in its Celery child, heartbeating its member row, until the gang runs; then
-each calls distributed.run_node with its NodeAssignment (workers/node.py).
+each calls distributed.run_node with its NodeAssignment (workers/member.py).
 
 No deadlock. At most one gang of a queue forms at a time (a partial unique index), a free
 worker joins it before anything else, a worker is in at most one gang (another partial

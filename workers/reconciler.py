@@ -21,7 +21,7 @@ import threading
 from datetime import timedelta
 
 from celery import Celery
-from sqlalchemy import Engine, create_engine, insert, or_, select, update
+from sqlalchemy import Engine, create_engine, delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
@@ -40,6 +40,7 @@ from workers.runtime import WORKER
 
 log = logging.getLogger(__name__)
 LOCK = "reconciler"
+FORGET = timedelta(days=1)
 
 
 def _engine(settings: Settings) -> Engine:
@@ -129,6 +130,9 @@ class Reconciler:
         for job_id in taken:
             log.warning("job %s: its worker stopped renewing the lease; taken back", job_id)
         gang.watch(session, self.settings, taken)
+        # Registrations of workers gone for a day leave the list (each start is a new row).
+        session.execute(delete(WorkerSeen).where(WorkerSeen.last_seen < utcnow() - FORGET)
+                        .execution_options(synchronize_session=False))
         lifecycle.cancel_queued(session)
         if not gpu_worker_alive(session):
             self._reroute_auto_jobs_to_cpu(session)

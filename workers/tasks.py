@@ -8,7 +8,7 @@ from typing import Any
 
 from core import logs
 from core.broker import TRAIN_TASK
-from workers import distributed, node, scheduler, shutdown, sweeps
+from workers import distributed, member, scheduler, shutdown, sweeps
 from workers.celery_app import app
 from workers.gang import Seat
 from workers.lease import Claim
@@ -42,10 +42,10 @@ def run_gang_node(rt: Runtime, seat: Seat) -> str:
     gang that never formed sends its wake-up again (the job keeps N in flight); any other
     end frees this worker's slot, which may wake a worker for the next job."""
     with logs.job_context(seat.job_id[:64]):
-        outcome = node.run_seat(rt, seat)
+        outcome = member.run_seat(rt, seat)
         log.info("gang node %d ended: %s", seat.node_rank, outcome)
-        if outcome == node.RELEASED:
-            node.wake_again(rt, app, seat)
+        if outcome == member.RELEASED:
+            member.wake_again(rt, app, seat)
             return outcome
         if seat.node_rank == 0:
             sweeps.after_trial(rt, app, seat.job_id)

@@ -20,7 +20,7 @@ from core.config import Settings
 from core.db.tables import Base, Gang, GangMember, Job, Owner, new_id, utcnow
 from core.lifecycle import GangStatus, JobStatus
 from tests.unit.databases import BACKENDS, database_url
-from workers import gang, node
+from workers import gang, member
 from workers.runtime import Runtime
 from workers.scheduler import RACED, claim_next
 
@@ -231,6 +231,9 @@ def test_a_gang_that_does_not_form_in_time_is_released(
     # its worker is free again, and a second one makes the next gang form
     again = take(rt, worker("a"))
     assert isinstance(again, gang.Seat) and again.gang_id != seat.gang_id
+    assert reason(sessions, job_id) == (
+        "waiting for 2 nodes of queue cpu, 1 free: its gang is forming; 1 gang(s) before did "
+        "not form (it did not form within 60 s)")
     assert isinstance(take(rt, worker("b")), gang.Seat)
     assert read(sessions, Job, job_id).status == JobStatus.RUNNING
 
@@ -301,7 +304,7 @@ def test_gang_lost_on_a_node_regroups_the_job(rt: Runtime,
     job_id, seat = _formed(rt, sessions)
     with sessions.begin() as session:
         node1 = gang.Seat(seat.gang_id, job_id, "cpu", 1, 2, 1)
-        node.after_run(session, node1, "gang_lost")
+        member.after_run(session, node1, "gang_lost")
     assert read(sessions, Gang, seat.gang_id).status == GangStatus.LOST
     job = read(sessions, Job, job_id)
     assert job.status == JobStatus.QUEUED and job.attempts == 1
