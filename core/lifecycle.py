@@ -1,4 +1,5 @@
-"""Job and model statuses, and every transition between them (DESIGN.md, invariant 6).
+"""Job, model, sweep and gang statuses, and every transition between them (DESIGN.md,
+invariant 6).
 
 Each transition is one conditional UPDATE whose WHERE clause names the states it leaves
 from, and each returns whether it moved (a row count, never a read then a write): two
@@ -29,8 +30,7 @@ Jobs
                      no cancel or preempt requested
     preempt          held, preempt requested                queued (attempt given back,
                                                             preemptions +1)
-
-    regroup          running, held by its gang's node 0        queued (its gang lost; the
+    regroup          held by its gang's node 0              queued (its gang lost; the
                                                             attempt stays counted)
 
 Gangs (a `nodes: N` job's workers, workers/gang.py; the job moves by the job transitions)
@@ -57,8 +57,8 @@ Sweeps (core/sweeps/; their trials are jobs, moved by the transitions above)
     finish_sweep     running                                succeeded or failed
     cancel_sweep     running                                cancelled
 
-Every other move is illegal: succeeded, failed and cancelled are final, and a model leaves
-`training` once.
+Every other move is illegal: succeeded, failed and cancelled are final, a model leaves
+`training` once, and a gang leaves forming and running once.
 
 Each move to succeeded, failed, cancelled or pruned also writes the owner's webhook
 deliveries (`job.succeeded`, `job.failed`, `job.cancelled`, `job.pruned`:
