@@ -19,7 +19,9 @@ from models.spec import JobSpec
 
 
 def _plural(count: int, word: str) -> str:
-    return f"{count} {word}" if count == 1 else f"{count} {word}{'es' if word.endswith('s') else 's'}"
+    if count == 1:
+        return f"{count} {word}"
+    return f"{count} {word}{'es' if word.endswith('s') else 's'}"
 
 
 def check_resources(session: Session, settings: Settings, spec: JobSpec, queue: str) -> None:
