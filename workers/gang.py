@@ -20,7 +20,8 @@ workers they both need.
 
 Wake-ups. A gang job is sent N wake-ups (core/dispatch.py); each member consumes one, and a
 released member sends its own again, so N stay in flight until the gang forms: a worker that
-appears later finds one waiting for it.
+appears later finds one waiting for it. The reconciler's resend of jobs waiting longer than
+resend_after_seconds since their send covers any wake-up lost meanwhile.
 
 Faults. Node 0's slot holds the job's lease (it records the job); every member heartbeats
 its row. The reconciler (watch) loses a running gang whose member's heartbeat is older than

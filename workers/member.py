@@ -14,7 +14,6 @@ from core import lifecycle
 from core.broker import send_wakeup
 from core.db.engine import session_scope
 from core.db.tables import Gang, GangMember, Job, utcnow
-from core.dispatch import record_send
 from core.lifecycle import GangStatus, JobStatus
 from workers import distributed, lease, shutdown
 from workers.gang import Seat
@@ -120,12 +119,11 @@ def after_run(session: Session, seat: Seat, outcome: str) -> None:
     lifecycle.end_gang(session, seat.gang_id)
 
 
-def wake_again(rt: Runtime, sender: Celery, seat: Seat) -> None:
+def wake_again(sender: Celery, seat: Seat) -> None:
     """A released member sends the wake-up it consumed again, so that the job keeps N in
-    flight: a worker that appears later finds one."""
+    flight: a worker that appears later finds one. The job's `sent_at` is left as it was,
+    so that the reconciler's resend still covers a wake-up lost meanwhile (one consumed by
+    another child of a member's worker, which could not join a gang it is in already)."""
     reason = send_wakeup(sender, seat.job_id, seat.queue)
     if reason is not None:
         log.warning("could not wake a worker for job %s: %s", seat.job_id, reason)
-        return
-    with contextlib.suppress(Exception), session_scope(rt.sessions) as session:
-        record_send(session, seat.job_id, None)

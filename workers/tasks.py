@@ -45,7 +45,7 @@ def run_gang_node(rt: Runtime, seat: Seat) -> str:
         outcome = member.run_seat(rt, seat)
         log.info("gang node %d ended: %s", seat.node_rank, outcome)
         if outcome == member.RELEASED:
-            member.wake_again(rt, app, seat)
+            member.wake_again(app, seat)
             return outcome
         if seat.node_rank == 0:
             sweeps.after_trial(rt, app, seat.job_id)
