@@ -166,10 +166,16 @@ def _start(session: Session, settings: Settings, gang: Gang) -> None:
 
 def watch(session: Session, settings: Settings, taken_back: list[str]) -> None:
     """The reconciler's pass over gangs (its leader's, after lifecycle.take_back returned
-    `taken_back`): running gangs with a stale member, or whose job's lease ran out, are
-    lost and their jobs queued again; forming ones with a stale member, past their timeout
-    or whose job left the queue are released; runs whose job ended without their node 0
-    ending the gang (it died just after) are ended."""
+    `taken_back`), in this order: the running gangs of jobs taken back (node 0's lease ran
+    out) are lost; runs whose job ended without their node 0 ending the gang (it died just
+    after recording) are ended; running gangs with a member whose heartbeat is older than a
+    lease are lost and their jobs queued again; forming ones with such a member, past their
+    timeout or whose job left the queue are released."""
+    if taken_back:
+        for gang_id in session.execute(select(Gang.id).where(
+                Gang.job_id.in_(taken_back), Gang.status == GangStatus.RUNNING)).scalars():
+            lifecycle.lose_gang(session, gang_id, reason="node 0's lease ran out")
+    lifecycle.end_gang(session)
     stale_before = utcnow() - timedelta(seconds=settings.lease_seconds)
     for gang_id, job_id, worker in gangs.stale_gangs(session, status=GangStatus.RUNNING,
                                                      stale_before=stale_before):
@@ -178,10 +184,6 @@ def watch(session: Session, settings: Settings, taken_back: list[str]) -> None:
         if lifecycle.lose_gang(session, gang_id, reason=reason):
             lifecycle.regroup(session, job_id, leader=leader)
             log.warning("job %s: gang %s lost: %s; queued again", job_id, gang_id, reason)
-    if taken_back:
-        for gang_id in session.execute(select(Gang.id).where(
-                Gang.job_id.in_(taken_back), Gang.status == GangStatus.RUNNING)).scalars():
-            lifecycle.lose_gang(session, gang_id, reason="node 0's lease ran out")
     for gang_id, _, worker in gangs.stale_gangs(session, status=GangStatus.FORMING,
                                                 stale_before=stale_before):
         lifecycle.release_gang(session, gang_id, reason=f"worker {worker} stopped while it "
@@ -189,4 +191,3 @@ def watch(session: Session, settings: Settings, taken_back: list[str]) -> None:
     for gang in gangs.expired_forming(session, settings.gang_timeout_seconds):
         lifecycle.release_gang(session, gang.id, reason=(
             f"it did not form within {settings.gang_timeout_seconds:g} s"))
-    lifecycle.end_gang(session)
