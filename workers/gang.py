@@ -73,6 +73,7 @@ class Seat:
     node_rank: int
     nodes: int
     procs_per_node: int
+    worker: str  # this worker process, as its member row names it
 
 
 def candidate(rt: Runtime, queue: str) -> Candidate:
@@ -115,7 +116,7 @@ def form(session: Session, me: Candidate, job: tuple[str, int, int]) -> Seat:
     session.flush()
     log.info("job %s: gang %s forming for %d nodes of queue %s; this worker is node 0",
              job_id, gang.id, nodes, me.queue)
-    return Seat(gang.id, job_id, me.queue, 0, nodes, procs)
+    return Seat(gang.id, job_id, me.queue, 0, nodes, procs, me.worker)
 
 
 def join(rt: Runtime, me: Candidate) -> Seat | None:
@@ -147,7 +148,8 @@ def join(rt: Runtime, me: Candidate) -> Seat | None:
     finally:
         session.close()
     log.info("job %s: joined gang %s as node %d of %d", gang.job_id, gang.id, rank, gang.nodes)
-    return Seat(gang.id, gang.job_id, me.queue, rank, gang.nodes, gang.procs_per_node)
+    return Seat(gang.id, gang.job_id, me.queue, rank, gang.nodes, gang.procs_per_node,
+                me.worker)
 
 
 def _start(session: Session, settings: Settings, gang: Gang) -> None:

@@ -18,7 +18,7 @@ from core.lifecycle import GangStatus, JobStatus
 from workers import distributed, lease, shutdown
 from workers.gang import Seat
 from workers.periodic import Periodic
-from workers.runtime import WORKER, Runtime
+from workers.runtime import Runtime
 
 log = logging.getLogger(__name__)
 FORM_POLL_SECONDS = 0.2  # a waiting member reads its gang's row this often
@@ -37,7 +37,8 @@ class MemberBeat(Periodic):
         try:
             with session_scope(self._rt.sessions) as session:
                 session.execute(update(GangMember).where(
-                    GangMember.gang_id == self._seat.gang_id, GangMember.worker == WORKER,
+                    GangMember.gang_id == self._seat.gang_id,
+                    GangMember.worker == self._seat.worker,
                     GangMember.left_at.is_(None)).values(heartbeat_at=utcnow())
                     .execution_options(synchronize_session=False))
         except Exception as exc:  # a database blip: the next beat tries again
@@ -115,7 +116,7 @@ def after_run(session: Session, seat: Seat, outcome: str) -> None:
             log.warning("job %s: gang %s lost: %s; queued again", seat.job_id, seat.gang_id,
                         reason)
         return
-    lifecycle.leave_gang(session, seat.gang_id, WORKER)
+    lifecycle.leave_gang(session, seat.gang_id, seat.worker)
     lifecycle.end_gang(session, seat.gang_id)
 
 

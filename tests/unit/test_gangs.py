@@ -303,7 +303,7 @@ def test_gang_lost_on_a_node_regroups_the_job(rt: Runtime,
                                               sessions: sessionmaker[Session]) -> None:
     job_id, seat = _formed(rt, sessions)
     with sessions.begin() as session:
-        node1 = gang.Seat(seat.gang_id, job_id, "cpu", 1, 2, 1)
+        node1 = gang.Seat(seat.gang_id, job_id, "cpu", 1, 2, 1, worker("b").worker)
         member.after_run(session, node1, "gang_lost")
     assert read(sessions, Gang, seat.gang_id).status == GangStatus.LOST
     job = read(sessions, Job, job_id)
