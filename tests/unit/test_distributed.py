@@ -261,7 +261,8 @@ def test_a_failed_collective_is_the_gangs_trouble_not_the_jobs() -> None:
         return error
     peer_gone = RuntimeError("[../third_party/gloo/gloo/transport/tcp/pair.cc:534] "
                              "Connection closed by peer [127.0.0.1]:40123")
-    assert rank_module._collective_failure(wrapped(peer_gone))
-    assert rank_module._collective_failure(wrapped(torch.distributed.DistBackendError("NCCL error")))
-    assert not rank_module._collective_failure(TrainingError("training loss became nan at epoch 3"))
-    assert not rank_module._collective_failure(wrapped(ValueError("bad shape")))
+    gangs = rank_module._collective_failure
+    assert gangs(wrapped(peer_gone))
+    assert gangs(wrapped(torch.distributed.DistBackendError("NCCL error")))
+    assert not gangs(TrainingError("training loss became nan at epoch 3"))
+    assert not gangs(wrapped(ValueError("bad shape")))
