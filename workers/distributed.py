@@ -38,7 +38,7 @@ from core.lifecycle import FailureKind, JobStatus, StopReason
 from models.spec import JobSpec
 from workers import lease, recorder, shutdown
 from workers.cancel import CancelWatch
-from workers.node_channel import NodeChannel
+from workers.node_channel import NodeChannel, code_of
 from workers.recorder import LeaseLost
 from workers.runner import record_end
 from workers.runtime import Runtime
@@ -127,7 +127,8 @@ def run_node(rt: Runtime, claimed: lease.Claim, node: NodeAssignment) -> str:
                   CancelWatch(rt, claimed.job_id, heartbeat)):
                 def reason() -> str | None:
                     heartbeat.examples = channel.examples
-                    return _node_reason(deadline) or heartbeat.reason
+                    return max((r for r in (_node_reason(deadline), heartbeat.reason) if r),
+                               key=code_of, default=None)
 
                 outcome, result = _supervise(run_dir, node, channel, reason)
                 heartbeat.examples = channel.examples

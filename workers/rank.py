@@ -191,6 +191,39 @@ class RankCallbacks:
                 self._job.on_checkpoint(epoch, tensors, meta)
 
 
+class GangBroken(Exception):
+    """A collective failed: a peer rank or node is gone. Not the job's fault: the rank exits
+    with an error, and the elastic agent restarts the gang (or gives up: a lost gang)."""
+
+
+# What gloo and NCCL put in the messages of the errors of a collective whose peer is gone.
+_COLLECTIVE_MARKERS = ("gloo", "NCCL", "Connection closed", "Connection reset", "Broken pipe")
+
+
+def _collective_failure(exc: BaseException | None) -> bool:
+    while exc is not None:
+        if isinstance(exc, dist.DistError) or (
+                isinstance(exc, RuntimeError) and any(m in str(exc) for m in _COLLECTIVE_MARKERS)):
+            return True
+        exc = exc.__cause__
+    return False
+
+
+@contextlib.contextmanager
+def _peers_fault() -> Any:
+    """Around own_fault: a collective that failed inside the training loop (DDP's gradient
+    all-reduce, the stop flag's, the round's sums) is the gang's trouble, not the job's,
+    though own_fault would take it for the job's own error."""
+    try:
+        yield
+    except GangBroken:
+        raise
+    except Exception as exc:
+        if _collective_failure(exc):
+            raise GangBroken(str(exc)) from exc
+        raise
+
+
 def _resume(rt: Runtime, job_id: str, device: torch.device, records: bool,
             group: dist.ProcessGroup | None) -> Resume | None:
     """The recording rank prepares the resume (what follows the newest good checkpoint is
@@ -225,7 +258,7 @@ def _train(rt: Runtime, task: dict[str, Any], spec: JobSpec, device: torch.devic
             trainer.load_weights(recorder.model_weights(rt, spec.init_from))
         trainer.parallelize()
         callbacks = RankCallbacks(channel, group, job, writer)
-        with own_fault(writer):
+        with _peers_fault(), own_fault(writer):
             outcome = trainer.run(callbacks)
         if job is None or writer is None:
             return {"outcome": outcome}

@@ -54,6 +54,7 @@ def run_gang_node(rt: Runtime, seat: Seat) -> str:
 
 
 def _run(rt: Runtime, claimed: Claim) -> str:
-    """One process (today's path), or a one-node gang of resources.procs_per_node."""
+    """One process (today's path), or a one-node gang of resources.procs_per_node. A job
+    of several nodes is the gang formation's to start (each member calls run_node)."""
     node = distributed.single_node(claimed)
     return run_job(rt, claimed) if node is None else distributed.run_node(rt, claimed, node)

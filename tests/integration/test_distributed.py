@@ -20,6 +20,7 @@ from workers.distributed import RUN_DIR_PREFIX
 TWO_PROCS = {"resources": {"nodes": 1, "procs_per_node": 2}}
 SEED_MLP_5 = {**SEED_MLP, "training": {**SEED_MLP["training"], "epochs": 5}}
 STOP_SECONDS = 5.0  # "within a few seconds"
+KILL_EPOCHS = 40  # of small_mlp with a checkpoint each: long enough to be killed mid-way
 
 
 def _weights(client: Any, model_id: str) -> dict[str, torch.Tensor]:
@@ -29,8 +30,9 @@ def _weights(client: Any, model_id: str) -> dict[str, torch.Tensor]:
         return st_load(archive.read("model.safetensors"))
 
 
-def _ranks(job_id: str) -> list[int]:
-    """The pids of the rank processes training `job_id` on this machine."""
+def _processes(job_id: str, module: bytes = b"workers.rank") -> list[int]:
+    """The pids of the processes of `module` (the ranks, or the elastic agent) that run
+    `job_id` on this machine."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -39,10 +41,16 @@ def _ranks(job_id: str) -> list[int]:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"workers.rank" in argv and any(
-                f"{RUN_DIR_PREFIX}{job_id}-".encode() in arg for arg in argv):
+        if module in argv and any(f"{RUN_DIR_PREFIX}{job_id}-".encode() in arg
+                                  for arg in argv):
             found.append(int(entry.name))
     return found
+
+
+def _parent(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines()
+                    if line.startswith("PPid:")))
 
 
 def _rows(client: Any, job_id: str) -> list[dict[str, Any]]:
@@ -74,14 +82,14 @@ def test_cancelling_a_two_process_job_stops_both_ranks_and_keeps_its_checkpoint(
     with service.client() as client:
         job = client.post("/v1/jobs", json=spec).json()
         poll(lambda: len(_rows(client, job["id"])) >= 2, timeout=120, what="two epochs")
-        assert len(_ranks(job["id"])) == 2
+        assert len(_processes(job["id"])) == 2
         asked = time.monotonic()
         assert client.post(f"/v1/jobs/{job['id']}/cancel").status_code == 202
         done = service.wait_job(client, job["id"], timeout=30, interval=0.05)
         took = time.monotonic() - asked
         assert done["status"] == "cancelled", done
         assert took < STOP_SECONDS, f"cancelled after {took:.1f} s"
-        poll(lambda: not _ranks(job["id"]), timeout=STOP_SECONDS, what="the ranks to end")
+        poll(lambda: not _processes(job["id"]), timeout=STOP_SECONDS, what="the ranks to end")
         checkpoints = client.get(f"/v1/jobs/{job['id']}/checkpoints").json()["items"]
         assert checkpoints, done
         rows = _rows(client, job["id"])
@@ -92,16 +100,38 @@ def test_cancelling_a_two_process_job_stops_both_ranks_and_keeps_its_checkpoint(
 def test_a_rank_killed_mid_run_is_restarted_and_the_job_resumes(service: Service) -> None:
     """The elastic agent restarts the gang (within max_restarts) and it resumes from the
     latest checkpoint: the job succeeds on its first attempt, every epoch recorded once."""
-    epochs = 40
+    epochs = KILL_EPOCHS
     spec = {**small_mlp(epochs=epochs, checkpoint_every=1), **TWO_PROCS}
     with service.client() as client:
         job = client.post("/v1/jobs", json=spec).json()
         poll(lambda: len(_rows(client, job["id"])) >= 3, timeout=120, what="three epochs")
-        ranks = _ranks(job["id"])
+        ranks = _processes(job["id"])
         assert len(ranks) == 2
         os.kill(max(ranks), signal.SIGKILL)
         done = service.wait_job(client, job["id"], timeout=180)
         assert done["status"] == "succeeded", done
         assert done["attempts"] == 1, done
+        rows = _rows(client, job["id"])
+        assert [row["epoch"] for row in rows] == list(range(1, epochs + 1))
+
+
+def test_a_worker_child_killed_outright_leaves_no_process_behind_and_the_job_resumes(
+        service: Service) -> None:
+    """SIGKILL of the Celery child that runs the job: its agent and ranks die with it
+    (PDEATHSIG); the job's lease runs out, and it resumes on a new child from its latest
+    checkpoint, every epoch recorded once."""
+    epochs = KILL_EPOCHS
+    spec = {**small_mlp(epochs=epochs, checkpoint_every=1), **TWO_PROCS}
+    with service.client() as client:
+        job = client.post("/v1/jobs", json=spec).json()
+        poll(lambda: len(_rows(client, job["id"])) >= 3, timeout=120, what="three epochs")
+        agents = _processes(job["id"], b"workers.agent")
+        assert len(agents) == 1
+        os.kill(_parent(agents[0]), signal.SIGKILL)
+        poll(lambda: not _processes(job["id"], b"workers.agent") and not _processes(job["id"]),
+             timeout=STOP_SECONDS, what="the agent and ranks to end with their parent")
+        done = service.wait_job(client, job["id"], timeout=180)
+        assert done["status"] == "succeeded", done
+        assert done["attempts"] == 2, done
         rows = _rows(client, job["id"])
         assert [row["epoch"] for row in rows] == list(range(1, epochs + 1))

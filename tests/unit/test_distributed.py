@@ -18,7 +18,9 @@ from models.spec import JobSpec
 from tests.integration.specs import SEED_MLP
 from tests.unit.recording_callbacks import RecordingCallbacks
 from workers import distributed
+from workers import rank as rank_module
 from workers.distributed import NodeAssignment, agent_command, batch_share
+from workers.faults import TrainingError
 from workers.node_channel import REASONS, STOP_CODES, NodeChannel
 from workers.trainer import Trainer
 
@@ -250,3 +252,17 @@ def test_the_nodes_stop_reason_reaches_its_ranks(tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
     assert _supervised(tmp_path, monkeypatch, OBEYS, reason="shutdown")[0] == "shutdown"
+
+
+def test_a_failed_collective_is_the_gangs_trouble_not_the_jobs() -> None:
+    def wrapped(cause: BaseException) -> TrainingError:  # as runner.own_fault wraps it
+        error = TrainingError(f"training raised {type(cause).__name__}: {cause}")
+        error.__cause__ = cause
+        return error
+    peer_gone = RuntimeError("[../third_party/gloo/gloo/transport/tcp/pair.cc:534] "
+                             "Connection closed by peer [127.0.0.1]:40123")
+    gangs = rank_module._collective_failure
+    assert gangs(wrapped(peer_gone))
+    assert gangs(wrapped(torch.distributed.DistBackendError("NCCL error")))
+    assert not gangs(TrainingError("training loss became nan at epoch 3"))
+    assert not gangs(wrapped(ValueError("bad shape")))
