@@ -58,8 +58,20 @@ def test_resources_no_live_worker_could_run_are_refused(service: Service) -> Non
     assert _jobs(service) == before  # nothing written
 
 
+def _alive(service: Service) -> int:
+    with service.client("admin") as admin:
+        return sum(w["alive"] for w in admin.get("/v1/workers").json()["items"])
+
+
 def test_a_gang_waits_queued_with_its_reason_and_starts_when_a_second_worker_comes(
         service: Service) -> None:
+    """A second worker was seen (so `nodes: 2` is no 422) but is gone: the gang cannot
+    form, is released at its timeout and waits with its reason, then forms once a second
+    worker appears."""
+    before = _alive(service)
+    service.start_worker("w2")
+    poll(lambda: _alive(service) > before, timeout=60, what="w2 to register")
+    service.stop("w2")
     with service.client() as client:
         job = client.post("/v1/jobs", json={**small_mlp(epochs=2), **TWO_NODES})
         assert job.status_code == 202, job.text
@@ -74,10 +86,10 @@ def test_a_gang_waits_queued_with_its_reason_and_starts_when_a_second_worker_com
         assert waiting["status"] == "queued" and waiting["attempts"] == 0, waiting
         assert waiting["waiting_reason"].startswith("waiting for 2 nodes of queue cpu, 1 free")
         try:
-            service.start_worker("w2")
+            service.start_worker("w3")
             done = service.wait_job(client, job_id, timeout=240)
         finally:
-            service.stop("w2")
+            service.stop("w3")
         assert done["status"] == "succeeded" and done["attempts"] == 1, done
         members = done["members"]
         assert [m["node_rank"] for m in members] == [0, 1]
