@@ -180,7 +180,13 @@ def _supervise(run_dir: Path, node: NodeAssignment, channel: NodeChannel,
     abort_by: float | None = None
     try:
         while agent.poll() is None:
-            channel.set_stop(reason())
+            stop = reason()
+            channel.set_stop(stop)
+            if abort_by is None and stop == StopReason.LEASE_LOST:
+                # Node 0's job is not its gang's any more (the control side lost the gang
+                # when a peer died): nothing of this run can be recorded, and its agent may
+                # wait at a rendezvous for that peer. The ranks get the moment of an abort.
+                abort_by = time.monotonic() + ABORT_GRACE_SECONDS
             if abort_by is None and _aborted(run_dir) is not None:
                 # A rank ended alone (the job's own fault, its lease lost): its peers exit as
                 # well if they failed alike, else they wait for it at their next collective,
