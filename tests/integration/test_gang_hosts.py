@@ -142,3 +142,27 @@ def test_a_node_killed_mid_epoch_makes_its_job_resume_as_a_new_gang(two_hosts: S
     statuses = [s for (s,) in service.sql(
         "SELECT status FROM gangs WHERE job_id = :j ORDER BY created_at", j=job_id)]
     assert [s for s in statuses if s != "released"] == ["lost", "ended"], statuses
+
+
+@pytest.mark.slow
+def test_sigterm_on_one_node_hands_the_whole_job_back(two_hosts: Service) -> None:
+    """The stopping node's flag reaches every rank: node 0 checkpoints and hands the job
+    back (no attempt spent), the gang ends, and a new gang resumes it."""
+    service, epochs = two_hosts, 30
+    spec = {**small_mlp(epochs=epochs, checkpoint_every=1, keep_checkpoints=50), **TWO_NODES}
+    with service.client() as client:
+        job_id = client.post("/v1/jobs", json=spec).json()["id"]
+        poll(lambda: len(_rows(client, job_id)) >= 3, timeout=180, what="three epochs")
+        node1 = client.get(f"/v1/jobs/{job_id}").json()["members"][1]["worker"]
+        victim = next(name for name in list(service.processes)
+                      if name != "api" and node1.endswith(f":{service.processes[name].pid}"))
+        service.stop(victim)  # SIGTERM to its process group: a warm shutdown
+        service.start_worker("w4", data_dir=str(service.root / "w4"))
+        done = service.wait_job(client, job_id, timeout=300)
+        assert done["status"] == "succeeded", done
+        assert done["attempts"] == 1, done  # the handed-back attempt was given back
+        rows = _rows(client, job_id)
+        assert [row["epoch"] for row in rows] == list(range(1, epochs + 1))
+    statuses = [s for (s,) in service.sql(
+        "SELECT status FROM gangs WHERE job_id = :j ORDER BY created_at", j=job_id)]
+    assert [s for s in statuses if s != "released"] == ["ended", "ended"], statuses
