@@ -203,6 +203,7 @@ def _supervise(run_dir: Path, node: NodeAssignment, channel: NodeChannel,
     aborted = _aborted(run_dir)
     if aborted is not None:
         return str(aborted["outcome"]), aborted
+    log.info("the agent of %s exited with %s", node.run_id, agent.returncode)
     if agent.returncode != 0:
         log.warning("the gang of %s is lost: its agent exited with %s", node.run_id,
                     agent.returncode)

@@ -40,7 +40,7 @@ from workers.batches import Order
 from workers.distributed import CHANNEL_FILE, FAILED, TASK_FILE, batch_share
 from workers.faults import TrainingError
 from workers.node_channel import REASONS, NodeChannel, code_of
-from workers.orphans import die_with_parent
+from workers.orphans import die_with_parent, end_now
 from workers.recorder import LeaseLost
 from workers.runner import JobCallbacks, device_for, load_data, own_fault, transient
 from workers.runtime import Runtime
@@ -260,6 +260,8 @@ def _train(rt: Runtime, task: dict[str, Any], spec: JobSpec, device: torch.devic
         callbacks = RankCallbacks(channel, group, job, writer)
         with _peers_fault(), own_fault(writer):
             outcome = trainer.run(callbacks)
+        log.info("rank %d of %d: %s after %s %d", rank, world, outcome,
+                 "step" if spec.training.max_steps else "epoch", trainer.epoch)
         if job is None or writer is None:
             return {"outcome": outcome}
         job.flush_metrics()
@@ -334,8 +336,9 @@ def main(run_dir: Path) -> int:
             if dist.is_initialized():
                 dist.destroy_process_group()
     _write_result(run_dir, local_rank, result)
+    log.info("local rank %d: result written (%s)", local_rank, result["outcome"])
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(Path(sys.argv[1])))
+    end_now(main(Path(sys.argv[1])))
