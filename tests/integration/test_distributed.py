@@ -10,6 +10,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+import pytest
 import torch
 from safetensors.torch import load as st_load
 
@@ -102,6 +103,8 @@ def test_cancelling_a_two_process_job_stops_both_ranks_and_keeps_its_checkpoint(
         assert {row["world_size"] for row in rows} == {2}
 
 
+# The agent's restarts and PDEATHSIG do not differ by backend.
+@pytest.mark.sqlite_only
 def test_a_rank_killed_mid_run_is_restarted_and_the_job_resumes(service: Service) -> None:
     """The elastic agent restarts the gang (within max_restarts) and it resumes from the
     latest checkpoint: the job succeeds on its first attempt, every epoch recorded once."""
@@ -120,6 +123,8 @@ def test_a_rank_killed_mid_run_is_restarted_and_the_job_resumes(service: Service
         assert [row["epoch"] for row in rows] == list(range(1, epochs + 1))
 
 
+# The agent's restarts and PDEATHSIG do not differ by backend.
+@pytest.mark.sqlite_only
 def test_a_worker_child_killed_outright_leaves_no_process_behind_and_the_job_resumes(
         service: Service) -> None:
     """SIGKILL of the Celery child that runs the job: its agent and ranks die with it
