@@ -175,7 +175,13 @@ def _supervise(run_dir: Path, node: NodeAssignment, channel: NodeChannel,
     env = {**os.environ, "TRAINSERVE_PARENT_PID": str(os.getpid()),
            # Threads are set by each rank (workers/rank.py); this only silences the agent's
            # warning that it set OMP_NUM_THREADS=1 on its own.
-           "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+           "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+           # The ranks' store is a new one per attempt, hosted by rank 0 on a free port, not
+           # the agent's rendezvous store shared across attempts: with that one (torch's
+           # default since 2.5), a gang restarted after a rank died read the dead attempt's
+           # gloo addresses from it and failed to connect every time (reproduced on torch
+           # 2.13; pytorch/pytorch#135712, #167288).
+           "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}
     agent = subprocess.Popen(agent_command(run_dir, node), env=env, start_new_session=True)
     abort_by: float | None = None
     try:
@@ -203,6 +209,7 @@ def _supervise(run_dir: Path, node: NodeAssignment, channel: NodeChannel,
     aborted = _aborted(run_dir)
     if aborted is not None:
         return str(aborted["outcome"]), aborted
+    log.info("the agent of %s exited with %s", node.run_id, agent.returncode)
     if agent.returncode != 0:
         log.warning("the gang of %s is lost: its agent exited with %s", node.run_id,
                     agent.returncode)

@@ -175,6 +175,14 @@ def test_two_processes_end_with_the_weights_of_one(two_ranks: Path, one_process:
             assert theirs[name] == pytest.approx(ours[name], rel=1e-5), name
 
 
+def test_the_stop_flag_is_all_reduced_every_few_batches_alike_on_every_rank(
+        two_ranks: Path) -> None:
+    counts = [json.loads((two_ranks / f"checks-{rank}.json").read_text()) for rank in (0, 1)]
+    assert counts[0] == counts[1]  # the same batches checked: a stop lands on the same one
+    assert counts[0]["batches"] == 75
+    assert 1 < counts[0]["checks"] < 75
+
+
 def test_a_reason_one_rank_sees_stops_every_rank_at_the_same_batch(two_ranks: Path) -> None:
     stops = [json.loads((two_ranks / f"stop-{rank}.json").read_text()) for rank in (0, 1)]
     assert stops[0] == stops[1]
