@@ -305,6 +305,20 @@ def sweep_table(sweeps: list[dict[str, Any]]) -> str:
                      for row in rows)
 
 
+def worker_table(workers: list[dict[str, Any]]) -> str:
+    rows = [("NAME", "HOST", "QUEUES", "DEVICES", "CONCURRENCY", "MAX_PROCS", "LAST_SEEN",
+             "ALIVE", "GANG")]
+    for worker in workers:
+        devices = worker["devices"]
+        rows.append((worker["name"], worker["host"], ",".join(worker["queues"]),
+                     f"{devices['count']} {devices['kind']}", str(worker["concurrency"]),
+                     str(worker["max_procs"]), worker["last_seen"][:19],
+                     "yes" if worker["alive"] else "no", worker.get("gang_job_id") or "-"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+                     for row in rows)
+
+
 def trial_line(trial: dict[str, Any]) -> str:
     value = trial.get("value")
     params = " ".join(f"{k}={json.dumps(v)}" for k, v in trial["params"].items())

@@ -33,6 +33,7 @@ from app.sweeps.router import router as sweeps_router
 from app.usage.router import router as usage_router
 from app.webhooks.deliverer import Deliverer
 from app.webhooks.router import router as webhooks_router
+from app.workers.router import router as workers_router
 from core.broker import make_sender
 from core.config import Settings, get_settings
 from core.db.engine import make_engine, make_sessionmaker
@@ -106,7 +107,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.version_metrics = VersionMetrics()
     for router in (health_router, models_router, v2_router, jobs_router, events_router,
                    sweeps_router, datasets_router, registry_router, dashboard_router,
-                   audit_router, webhooks_router, admin_router, usage_router):
+                   audit_router, webhooks_router, admin_router, usage_router, workers_router):
         app.include_router(router)
     document_refusals(app)
     return app

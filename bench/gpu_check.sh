@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU check, for a machine with a CUDA GPU; under 5 minutes (each step is capped).
+# The GPU check, for a machine with a CUDA GPU; under 8 minutes (each step is capped).
 #
 #   bench/gpu_check.sh
 #
@@ -13,7 +13,9 @@
 #    checkpoints from the GPU loaded on a CPU, a forked child using CUDA, and, when the
 #    service's dependencies are there, a real GPU worker training jobs from the gpu queue.
 # 3. Runs bench/gpu_train.py: samples per second of the service's trainer vs. a bare loop.
-# 4. Prints a short table (device, samples/s service vs. bare, ratio) and a JSON line.
+# 4. Runs bench/distributed_scaling.py --gpu: the same job on 1 GPU against all of them
+#    (resources.procs_per_node = the GPUs visible, one process per GPU, NCCL).
+# 5. Prints a short table (device, samples/s service vs. bare, ratio) and the JSON lines.
 #
 # Offline, point $GPU_CHECK_WHEELS at a folder of wheels to install from instead of an
 # index. Logs go to $GPU_CHECK_LOGS (a new temporary folder by default). Exit status:
@@ -131,9 +133,19 @@ if [ $bench_rc -ne 0 ]; then
   tail -n 30 "$LOGS/bench.log" >&2
 fi
 
+# -- data-parallel: 1 GPU against all of them (one process per GPU, NCCL) ----------------
+timeout 150 "$PY" bench/distributed_scaling.py --gpu >"$LOGS/scaling.log" 2>&1
+scaling_rc=$?
+if [ $scaling_rc -ne 0 ]; then
+  say "the data-parallel benchmark failed (rc $scaling_rc):"
+  tail -n 30 "$LOGS/scaling.log" >&2
+fi
+
 echo
 echo "== trainserve GPU check: $GPU_NAME, torch $TORCH, $(( $(date +%s) - started )) s"
 echo "== gpu tests (${test_files[*]}): ${tests_line:-no result} (rc $tests_rc)"
 [ $bench_rc -eq 0 ] && cat "$LOGS/bench.log"
+echo "== 1 GPU vs all (bench/distributed_scaling.py --gpu, rc $scaling_rc):"
+[ $scaling_rc -eq 0 ] && tail -n 1 "$LOGS/scaling.log"
 echo "== logs: $LOGS"
-[ $tests_rc -eq 0 ] && [ $bench_rc -eq 0 ]
+[ $tests_rc -eq 0 ] && [ $bench_rc -eq 0 ] && [ $scaling_rc -eq 0 ]

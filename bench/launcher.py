@@ -65,11 +65,11 @@ class Service:
     def start_api(self) -> None:
         self.processes["api"] = self._spawn("api", [sys.executable, "-m", "app.cli", "api"])
 
-    def start_worker(self, name: str = "worker", pool: str = "prefork",
+    def start_worker(self, name: str = "worker", pool: str = "prefork", queues: str = "cpu",
                      **settings: str) -> subprocess.Popen[bytes]:
         """A worker; `settings` (TRAINSERVE_* without the prefix, e.g. data_dir) are its
         own, as on another host."""
-        argv = [sys.executable, "-m", "app.cli", "worker", "--queues", "cpu", "--pool", pool]
+        argv = [sys.executable, "-m", "app.cli", "worker", "--queues", queues, "--pool", pool]
         env = self.env | {f"TRAINSERVE_{k.upper()}": v for k, v in settings.items()}
         self.processes[name] = self._spawn(name, argv, env)
         return self.processes[name]

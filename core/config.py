@@ -25,6 +25,12 @@ class Settings(BaseSettings):
     # Threads for torch in one worker child; 0 means the cores divided by the concurrency.
     worker_threads: int = Field(0, ge=0, le=256)
     worker_concurrency: int = Field(1, ge=1, le=64)
+    # Training processes one job may start on this worker (resources.procs_per_node) on the
+    # cpu queue; 0 means the CPUs this process may use. A GPU worker takes its GPU count.
+    worker_procs: int = Field(0, ge=0, le=256)
+    # The address other workers reach this one at, for a gang's rendezvous when this worker
+    # is its node 0 (c10d); empty means this host's name.
+    worker_address: str = Field("", max_length=200)
     # Freed memory a worker child keeps for its next batch instead of faulting it in again
     # (workers/allocator.py); 0 leaves malloc's defaults.
     worker_keep_freed_mb: int = Field(1024, ge=0, le=2047)
@@ -50,6 +56,17 @@ class Settings(BaseSettings):
         "and hand themselves back before it ends them (they resume from their last checkpoint)")
     resend_after_seconds: float = Field(
         60.0, gt=0, description="a queued job not taken this long after its send is sent again")
+    gang_timeout_seconds: float = Field(
+        60.0, gt=0, description="a gang of workers for a `nodes: N` job that has not formed "
+        "this long after its first worker joined is released: its workers are freed and the "
+        "job, still queued, waits for the next wake-up (no attempt spent)")
+    gang_max_restarts: int = Field(
+        1, ge=0, le=100, description="times a gang's elastic agents restart its processes "
+        "after one of them died before the gang gives up and its job is queued again as a "
+        "new gang")
+    worker_alive_seconds: float = Field(
+        60.0, gt=0, description="a worker seen within this long is alive: GET /v1/workers, "
+        "routing of device auto, and the 422 for resources no live worker could satisfy")
     preempt_after_seconds: float = Field(
         30.0, gt=0, description="a queued high or urgent job that no worker took this long "
         "after its submission preempts a running job of lower priority")

@@ -36,12 +36,23 @@ def record_send(session: Session, job_id: str, reason: str | None) -> None:
                     .values(**values).execution_options(synchronize_session=False))
 
 
-def send_new(session: Session, sender: Celery, job_id: str, queue: str) -> str | None:
+def send_wakeups(sender: Celery, job_id: str, queue: str, count: int) -> str | None:
+    """`count` wake-ups for one job: a `nodes: N` job needs N workers woken (workers/gang.py).
+    None once all went; else why not (the first failure stops the rest)."""
+    for _ in range(count):
+        reason = send_wakeup(sender, job_id, queue)
+        if reason is not None:
+            return reason
+    return None
+
+
+def send_new(session: Session, sender: Celery, job_id: str, queue: str,
+             nodes: int = 1) -> str | None:
     """The first send of a job whose row is committed with `sent_at` set (claimed for this
     send, so that no resend races it; if the process dies before sending, the workers'
-    reconciler resends it once it is stale). None once sent; else the reason, which the
-    job carries, unsent, until a resend succeeds."""
-    reason = send_wakeup(sender, job_id, queue)
+    reconciler resends it once it is stale): one wake-up per node. None once sent; else the
+    reason, which the job carries, unsent, until a resend succeeds."""
+    reason = send_wakeups(sender, job_id, queue, nodes)
     if reason is not None:
         log.warning("job %s is queued but not yet sent: %s", job_id, reason)
     record_send(session, job_id, reason)
@@ -56,16 +67,16 @@ def _sent_as(was: datetime | None) -> ColumnElement[bool]:
 def resend_queued(sessions: sessionmaker[Session], sender: Celery, *,
                   stale_before: datetime | None = None) -> int:
     """Send again the queued jobs never sent, and (given `stale_before`) those sent before
-    then that no worker took. Stops at the first failure, which says the broker is down for
-    the rest too. Returns how many were sent."""
+    then that no worker took, one wake-up per node. Stops at the first failure, which says
+    the broker is down for the rest too. Returns how many jobs were sent."""
     unsent = Job.sent_at.is_(None)
     due = unsent if stale_before is None else or_(unsent, Job.sent_at < stale_before)
     with session_scope(sessions) as session:
         jobs = session.execute(
-            select(Job.id, Job.queue, Job.sent_at, Job.waiting_reason)
+            select(Job.id, Job.queue, Job.sent_at, Job.waiting_reason, Job.nodes)
             .where(Job.status == JobStatus.QUEUED, due).order_by(Job.id).limit(RESEND_BATCH)).all()
     sent = 0
-    for job_id, queue, was, old_reason in jobs:
+    for job_id, queue, was, old_reason, nodes in jobs:
         with session_scope(sessions) as session:  # claim it: nobody else resends it now
             claimed = session.execute(
                 update(Job).where(Job.id == job_id, Job.status == JobStatus.QUEUED, _sent_as(was))
@@ -73,7 +84,7 @@ def resend_queued(sessions: sessionmaker[Session], sender: Celery, *,
             ).rowcount
         if not claimed:
             continue
-        reason = send_wakeup(sender, job_id, queue)
+        reason = send_wakeups(sender, job_id, queue, nodes)
         with session_scope(sessions) as session:
             if reason is None:
                 record_send(session, job_id, None)

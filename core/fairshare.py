@@ -97,11 +97,14 @@ def blocked_owners(session: Session, queue: str) -> dict[str, str]:
     return blocked
 
 
-def candidates(queue: str, *, max_attempts: int, excluded: set[str]) -> Select[Any]:
-    """The claimable queued jobs of `queue` in the order the scheduler takes them."""
+def candidates(queue: str, *, max_attempts: int, excluded: set[str], gangs: bool = False,
+               max_procs: int | None = None) -> Select[Any]:
+    """The claimable queued jobs of `queue` in the order the scheduler takes them: (id,
+    owner, nodes, procs_per_node). Multi-node jobs only with `gangs` (the claimer may form
+    a gang), and only jobs of at most `max_procs` processes a node, if given."""
     running = (select(Job.owner_id.label("owner_id"), func.count().label("n"))
                .where(Job.status == JobStatus.RUNNING).group_by(Job.owner_id).subquery())
-    query = (select(Job.id, Job.owner_id)
+    query = (select(Job.id, Job.owner_id, Job.nodes, Job.procs_per_node)
              .join(Owner, Owner.id == Job.owner_id)
              .outerjoin(running, running.c.owner_id == Job.owner_id)
              .where(Job.queue == queue, Job.status == JobStatus.QUEUED,
@@ -111,6 +114,10 @@ def candidates(queue: str, *, max_attempts: int, excluded: set[str]) -> Select[A
                        Job.id.asc()))
     if excluded:
         query = query.where(Job.owner_id.not_in(excluded))
+    if not gangs:
+        query = query.where(Job.nodes == 1)
+    if max_procs is not None:
+        query = query.where(Job.procs_per_node <= max_procs)
     return query
 
 

@@ -1,4 +1,5 @@
-"""Job and model statuses, and every transition between them (DESIGN.md, invariant 6).
+"""Job, model, sweep and gang statuses, and every transition between them (DESIGN.md,
+invariant 6).
 
 Each transition is one conditional UPDATE whose WHERE clause names the states it leaves
 from, and each returns whether it moved (a row count, never a read then a write): two
@@ -29,6 +30,21 @@ Jobs
                      no cancel or preempt requested
     preempt          held, preempt requested                queued (attempt given back,
                                                             preemptions +1)
+    regroup          held by its gang's node 0              queued (its gang lost; the
+                                                            attempt stays counted)
+
+Gangs (a `nodes: N` job's workers, workers/gang.py; the job moves by the job transitions)
+    form_gang        (new row, node 0 its first member)     forming (its job stays queued)
+    hold_gang        forming                                forming (a join's guard)
+    start_gang       forming, N members in it               running (with claim, one commit)
+    release_gang     forming                                released (it did not form in
+                                                            time, or its job left the queue)
+    end_gang         running, its job not held by node 0    ended (the run ended: any end,
+                                                            a hand-back or preemption too)
+    lose_gang        running                                lost (a member died, or the
+                                                            rendezvous failed; with regroup)
+Each move out of forming or running makes every member leave (`left_at`), freeing its
+worker for another gang; `leave_gang` is one member leaving a gang that runs on.
 
 Models (the record of a job's newest or best checkpoint)
     start_model      (new row, at the job's first checkpoint)  training
@@ -41,8 +57,8 @@ Sweeps (core/sweeps/; their trials are jobs, moved by the transitions above)
     finish_sweep     running                                succeeded or failed
     cancel_sweep     running                                cancelled
 
-Every other move is illegal: succeeded, failed and cancelled are final, and a model leaves
-`training` once.
+Every other move is illegal: succeeded, failed and cancelled are final, a model leaves
+`training` once, and a gang leaves forming and running once.
 
 Each move to succeeded, failed, cancelled or pruned also writes the owner's webhook
 deliveries (`job.succeeded`, `job.failed`, `job.cancelled`, `job.pruned`:
@@ -55,10 +71,10 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ColumnElement, String, cast, func, literal, or_, update
+from sqlalchemy import ColumnElement, String, cast, exists, func, literal, or_, select, update
 from sqlalchemy.orm import Session
 
-from core.db.tables import Job, Sweep, TrainedModel, utcnow
+from core.db.tables import Gang, GangMember, Job, Sweep, TrainedModel, utcnow
 from core.webhooks import outbox
 
 
@@ -82,6 +98,17 @@ class ModelStatus(StrEnum):
     TRAINING = "training"  # its job runs; it follows the job's latest checkpoint
     READY = "ready"  # its job succeeded; only ready models predict
     UNAVAILABLE = "unavailable"  # its job failed or was cancelled
+
+
+class GangStatus(StrEnum):
+    FORMING = "forming"  # workers join it; its job is queued
+    RUNNING = "running"  # N joined: its job is claimed, its lease held by node 0's slot
+    ENDED = "ended"  # its job's run ended (succeeded, failed, cancelled, handed back...)
+    RELEASED = "released"  # it did not form in time: its members are free, no attempt spent
+    LOST = "lost"  # a member died mid-run: its job is queued again, the attempt counted
+
+
+GANG_ACTIVE = frozenset({GangStatus.FORMING, GangStatus.RUNNING})
 
 
 class FailureKind(StrEnum):
@@ -311,6 +338,99 @@ def preempt(session: Session, job_id: str, *, worker: str) -> bool:
         status=JobStatus.QUEUED, lease_owner=None, lease_expires_at=None, sent_at=None,
         attempts=Job.attempts - 1, preemptions=Job.preemptions + 1,
         preempt_requested=False)) == 1
+
+
+def regroup(session: Session, job_id: str, *, leader: str) -> bool:
+    """Running under its gang's node 0 (`leader`) -> queued, its gang lost (lose_gang, in
+    the same commit): it resumes from its checkpoint as a new gang. Unlike hand_back, the
+    attempt stays counted: a member died."""
+    return _run(session, update(Job).where(*_held(job_id, leader)).values(
+        status=JobStatus.QUEUED, lease_owner=None, lease_expires_at=None, sent_at=None,
+        preempt_requested=False)) == 1
+
+
+# -- gangs ------------------------------------------------------------------------------------
+
+def form_gang(session: Session, gang: Gang, node0: GangMember) -> None:
+    """A new gang, forming, with its node 0. The caller's flush raises IntegrityError when
+    another gang of the queue forms already, or the worker is in a gang."""
+    gang.status = GangStatus.FORMING
+    session.add(gang)
+    session.add(node0)
+
+
+def hold_gang(session: Session, gang_id: str) -> bool:
+    """Forming -> forming: a join's guard, taken before the member row is written (on
+    PostgreSQL it locks the row, so joins and a release happen one at a time). False: the
+    gang no longer forms."""
+    return _run(session, update(Gang).where(Gang.id == gang_id,
+                                            Gang.status == GangStatus.FORMING)
+                .values(status=GangStatus.FORMING)) == 1
+
+
+def _members_in(gang_id: Any) -> Any:
+    return (select(func.count()).select_from(GangMember)
+            .where(GangMember.gang_id == gang_id, GangMember.left_at.is_(None))
+            .scalar_subquery())
+
+
+def start_gang(session: Session, gang_id: str) -> bool:
+    """Forming with all its nodes joined -> running. The caller claims the job for the
+    gang's node 0 (claim, worker=the gang's leader) in the same commit."""
+    return _run(session, update(Gang).where(
+        Gang.id == gang_id, Gang.status == GangStatus.FORMING,
+        Gang.nodes == _members_in(Gang.id)).values(
+        status=GangStatus.RUNNING, formed_at=utcnow())) == 1
+
+
+def _leave_all(session: Session, gang_ids: list[str]) -> None:
+    if gang_ids:
+        _run(session, update(GangMember).where(GangMember.gang_id.in_(gang_ids),
+                                               GangMember.left_at.is_(None))
+             .values(left_at=utcnow()))
+
+
+def _close(session: Session, statement: Any) -> list[str]:
+    ids = list(session.execute(statement.returning(Gang.id)
+                               .execution_options(synchronize_session=False)).scalars())
+    _leave_all(session, ids)
+    return ids
+
+
+def release_gang(session: Session, gang_id: str, *, reason: str) -> bool:
+    """Forming -> released: it did not form within its timeout, its job left the queue, or
+    a member stopped. Its members leave; its job, still queued, spent no attempt."""
+    return bool(_close(session, update(Gang).where(
+        Gang.id == gang_id, Gang.status == GangStatus.FORMING).values(
+        status=GangStatus.RELEASED, ended_at=utcnow(), reason=reason)))
+
+
+def end_gang(session: Session, gang_id: str | None = None) -> list[str]:
+    """Running, its job no longer held by its node 0 (the run recorded its end, or handed
+    the job back) -> ended: this gang, or every such gang if None. Returns those moved."""
+    held = exists(select(Job.id).where(Job.id == Gang.job_id, Job.status == JobStatus.RUNNING,
+                                       Job.lease_owner == Gang.leader))
+    where = [Gang.status == GangStatus.RUNNING, ~held]
+    if gang_id is not None:
+        where.append(Gang.id == gang_id)
+    return _close(session, update(Gang).where(*where).values(status=GangStatus.ENDED,
+                                                             ended_at=utcnow()))
+
+
+def lose_gang(session: Session, gang_id: str, *, reason: str) -> bool:
+    """Running -> lost: a member's heartbeat went stale, its node's rendezvous failed, or
+    node 0's lease ran out. Its members leave; the caller queues the job again (regroup)."""
+    return bool(_close(session, update(Gang).where(
+        Gang.id == gang_id, Gang.status == GangStatus.RUNNING).values(
+        status=GangStatus.LOST, ended_at=utcnow(), reason=reason)))
+
+
+def leave_gang(session: Session, gang_id: str, worker: str) -> bool:
+    """One member leaves a gang (its node's run returned), freeing its worker; the gang's
+    status is left to the transitions above."""
+    return _run(session, update(GangMember).where(
+        GangMember.gang_id == gang_id, GangMember.worker == worker,
+        GangMember.left_at.is_(None)).values(left_at=utcnow())) == 1
 
 
 # -- sweeps ----------------------------------------------------------------------------------

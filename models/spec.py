@@ -255,6 +255,26 @@ class TrainingSpec(Strict):
         return self.rounds if self.max_steps is None else self.max_steps
 
 
+MAX_NODES = 16
+MAX_PROCS_PER_NODE = 16
+
+
+class ResourcesSpec(Strict):
+    """Data-parallel width: the job runs as nodes x procs_per_node ranks of torch.distributed
+    (gloo on CPU, NCCL on GPU), each training on its share of every global batch, so the
+    result is the 1-process one up to floating-point reduction order."""
+
+    nodes: int = Field(1, ge=1, le=MAX_NODES, description="workers (hosts) the job spans; "
+                       "it starts once that many workers of its queue have claimed it")
+    procs_per_node: int = Field(
+        1, ge=1, le=MAX_PROCS_PER_NODE, description="training processes on each node: one "
+        "per GPU on a GPU worker (NCCL), else that many CPU processes (gloo)")
+
+    @property
+    def world_size(self) -> int:
+        return self.nodes * self.procs_per_node
+
+
 DATASET_REF = re.compile(rf"builtin:[a-z0-9][a-z0-9-]{{0,40}}|{ID.pattern}")
 
 
@@ -268,6 +288,10 @@ class JobSpec(Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     init_from: str | None = Field(None, description="a job id: start from the weights of the "
                                   "model it produced (same architecture and data shape)")
+    resources: ResourcesSpec = Field(
+        default_factory=ResourcesSpec, description="data-parallel training across processes "
+        "and workers; training.batch_size stays the global batch, split across the ranks",
+        examples=[{"nodes": 1, "procs_per_node": 2}])
     priority: Literal["low", "normal", "high", "urgent"] = Field(
         "normal", description="which queued job a free worker takes first (then the owner "
         "with the fewest running jobs, then the oldest); `high` and `urgent` jobs that wait "

@@ -69,11 +69,13 @@ _reconcilers: list[Reconciler] = []
 
 
 @worker_ready.connect
-def _start_reconciler(**_: object) -> None:
+def _start_reconciler(sender: object = None, **_: object) -> None:
     queues = sorted(app.amqp.queues.consume_from or app.amqp.queues)
     # torch.cuda.is_available() only asks the driver; it does not initialise CUDA.
     device = "cuda" if "gpu" in queues and torch.cuda.is_available() else "cpu"
-    reconciler = Reconciler(get_settings(), app, queues, device)
+    concurrency = getattr(getattr(sender, "controller", None), "concurrency", None)
+    reconciler = Reconciler(get_settings(), app, queues, device,
+                            concurrency or get_settings().worker_concurrency)
     reconciler.start()
     _reconcilers.append(reconciler)
 

@@ -59,3 +59,17 @@ def _warn_if_shared() -> None:
     if count > 1:
         log.warning("%d GPUs are visible and this worker uses only cuda:0; run one worker "
                     "per GPU, each with CUDA_VISIBLE_DEVICES=<index>", count)
+
+
+def capacity(queue: str, worker_procs: int) -> tuple[str, int, int]:
+    """What a worker on `queue` offers a job: its device kind (cuda only on the gpu queue,
+    where CUDA is available), how many of that kind it sees, and how many training processes
+    one job may start on it (resources.procs_per_node): one per GPU, or on CPU
+    `worker_procs` (0: the CPUs this process may use). Asks NVML, not CUDA, where the image
+    sets PYTORCH_NVML_BASED_CUDA_CHECK, so the worker's parent may call it."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+        os.cpu_count() or 1)
+    if queue == "gpu" and torch.cuda.is_available():
+        gpus = torch.cuda.device_count()
+        return "cuda", gpus, gpus
+    return "cpu", cores, worker_procs or cores

@@ -7,19 +7,21 @@ makes exactly one of them act at a time. Each pass it
   jobs whose first send failed, and
 - takes back every running job whose lease expired (its worker died), so it resumes from
   its last checkpoint elsewhere, and
+- watches gangs (workers/gang.py): loses running ones whose member stopped heartbeating
+  (their jobs queued again), releases forming ones past their timeout, and
 - flags the running jobs that waiting high and urgent jobs preempt (workers/preemption.py).
-It also records this worker as alive, so the API can route `device: auto` to a GPU.
+Every pass, leader or not, it also registers this worker (what it offers, and that it is
+alive: `GET /v1/workers`, routing `device: auto`, the 422 for resources none could run).
 It never touches torch: the process it lives in forks the training children.
 """
 
 import logging
-import os
 import socket
 import threading
 from datetime import timedelta
 
 from celery import Celery
-from sqlalchemy import Engine, create_engine, insert, or_, select, update
+from sqlalchemy import Engine, create_engine, delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
@@ -32,10 +34,13 @@ from core.db.tables import Job, Lock, WorkerSeen, utcnow
 from core.dispatch import resend_queued
 from core.lifecycle import JobStatus
 from core.sweeps.driver import advance_all
+from workers import devices, gang
 from workers.preemption import preempt_for_waiting
+from workers.runtime import WORKER
 
 log = logging.getLogger(__name__)
 LOCK = "reconciler"
+FORGET = timedelta(days=1)
 
 
 def _engine(settings: Settings) -> Engine:
@@ -46,10 +51,12 @@ def _engine(settings: Settings) -> Engine:
 
 
 class Reconciler:
-    def __init__(self, settings: Settings, sender: Celery, queues: list[str], device: str):
+    def __init__(self, settings: Settings, sender: Celery, queues: list[str], device: str,
+                 concurrency: int = 1):
         self.settings, self.sender = settings, sender
         self.queues, self.device = queues, device
-        self.name = f"{socket.gethostname()}:{os.getpid()}"
+        self.name = WORKER  # this main process, "host:pid"
+        self.concurrency, self.started_at = concurrency, utcnow()
         self.sessions = sessionmaker(_engine(settings), expire_on_commit=False)
         self._halt = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="reconciler", daemon=True)
@@ -82,13 +89,19 @@ class Reconciler:
         advance_all(self.sessions, self.sender)  # sweeps go on while no API runs
 
     def _seen(self, session: Session) -> None:
+        """Register this worker (a row per queue: what it offers there), or keep its rows
+        alive: the first pass writes them whole, later ones only last_seen."""
         now = utcnow()
         for queue in self.queues:
             name = f"{self.name}/{queue}"
             row = session.get(WorkerSeen, name)
             if row is None:
-                session.add(WorkerSeen(name=name, queue=queue, device=self.device,
-                                       last_seen=now))
+                kind, count, max_procs = devices.capacity(queue, self.settings.worker_procs)
+                session.add(WorkerSeen(
+                    name=name, queue=queue, device=self.device if queue == "gpu" else kind,
+                    last_seen=now, worker=self.name, host=socket.gethostname(),
+                    device_count=count, concurrency=self.concurrency, max_procs=max_procs,
+                    started_at=self.started_at))
             else:
                 row.last_seen = now
 
@@ -113,8 +126,13 @@ class Reconciler:
         return True
 
     def _take_back_expired(self, session: Session) -> None:
-        for job_id in lifecycle.take_back(session):
+        taken = lifecycle.take_back(session)
+        for job_id in taken:
             log.warning("job %s: its worker stopped renewing the lease; taken back", job_id)
+        gang.watch(session, self.settings, taken)
+        # Registrations of workers gone for a day leave the list (each start is a new row).
+        session.execute(delete(WorkerSeen).where(WorkerSeen.last_seen < utcnow() - FORGET)
+                        .execution_options(synchronize_session=False))
         lifecycle.cancel_queued(session)
         if not gpu_worker_alive(session):
             self._reroute_auto_jobs_to_cpu(session)

@@ -177,6 +177,19 @@ def prepare_resume(rt: Runtime, job_id: str, device: str) -> Resume | None:
     return resume
 
 
+def latest_resume(rt: Runtime, job_id: str) -> Resume | None:
+    """The job's newest checkpoint, read only: the ranks of a data-parallel job other than
+    the recording one resume from it once that one's prepare_resume has left the newest
+    checkpoint the good one (workers/rank.py)."""
+    with rt.sessions() as session:
+        row = session.execute(select(Checkpoint).where(Checkpoint.job_id == job_id)
+                              .order_by(Checkpoint.epoch.desc()).limit(1)).scalar_one_or_none()
+    if row is None:
+        return None
+    tensors, meta = load_checkpoint(rt, row)
+    return Resume(epoch=row.epoch, tensors=tensors, meta=meta)
+
+
 def _sweep(rt: Runtime, job_id: str, kept: set[str]) -> None:
     """Remove the job's objects that no checkpoint row names: those written just before a
     crash that recorded no row, and in a directory store the temporary file of a write that

@@ -4,7 +4,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -17,7 +17,7 @@ from models.data import BUILTINS, ImageData, TextData, load_builtin, load_upload
 from models.formats import FormatError
 from models.spec import JobSpec
 from workers import devices, lease, recorder, scheduler, shutdown, sweeps
-from workers.cancel import CancelWatch
+from workers.cancel import CancelWatch, Stoppable
 from workers.faults import TrainingError
 from workers.recorder import LeaseLost
 from workers.runtime import Runtime, runtime
@@ -29,14 +29,22 @@ METRICS_FLUSH_SECONDS = 0.25
 MAX_ERROR_CHARS = 2000  # of an exception's message kept in the job's error
 
 
+class Beat(Stoppable, Protocol):
+    """What the callbacks report to: the lease's heartbeat (lease.Heartbeat), or in a rank
+    of a data-parallel job its node channel (workers/rank.py RankBeat)."""
+
+    examples: int
+
+
 class JobCallbacks:
     """The trainer's callbacks for one job: stop checks, and its epochs and checkpoints
     recorded off the training thread in order."""
 
-    def __init__(self, rt: Runtime, job_id: str, heartbeat: lease.Heartbeat,
+    def __init__(self, rt: Runtime, job_id: str, heartbeat: Beat,
                  writer: BackgroundWriter, deadline: float | None,
-                 sweep_id: str | None = None) -> None:
+                 sweep_id: str | None = None, world_size: int = 1) -> None:
         self._rt, self._job_id, self._sweep_id = rt, job_id, sweep_id
+        self._world_size = world_size  # processes training the job: each row says it
         self._heartbeat, self._writer, self._deadline = heartbeat, writer, deadline
         # The lineage of the model the first checkpoint makes (set once the data is loaded).
         self.origin: dict[str, Any] = {}
@@ -58,7 +66,7 @@ class JobCallbacks:
         self._heartbeat.examples += self.epoch_examples
         # Short epochs are recorded a few at a time: one commit per epoch would bound a
         # tiny model's speed by the database's.
-        self._pending.append((epoch, metrics))
+        self._pending.append((epoch, {**metrics, "world_size": self._world_size}))
         if self._sweep_id is not None:
             # A sweep's trial waits for its pruner's word on each epoch before the next one
             # starts, so that a pruned trial stops at the epoch it was judged on.
@@ -96,7 +104,7 @@ def transient(exc: BaseException) -> bool:
 
 
 @contextlib.contextmanager
-def own_fault(writer: BackgroundWriter) -> Iterator[None]:
+def own_fault(writer: BackgroundWriter | None) -> Iterator[None]:
     """Around the job's own code: building its model, the training loop (forward, backward,
     optimizer, schedule, metrics) and its test evaluation. What that raises comes from the
     job's spec or data and would be raised again by every retry, so it becomes a
@@ -108,7 +116,7 @@ def own_fault(writer: BackgroundWriter) -> Iterator[None]:
     except (TrainingError, LeaseLost, torch.OutOfMemoryError, torch.AcceleratorError):
         raise
     except Exception as exc:
-        if exc is writer.error:
+        if writer is not None and exc is writer.error:
             raise
         log.warning("the job's training raised", exc_info=True)
         message = str(exc.args[0] if isinstance(exc, KeyError) and exc.args else exc)

@@ -11,6 +11,12 @@ from core.config import Settings, get_settings
 from core.db.engine import make_engine, make_sessionmaker
 from core.store import Store, open_store
 
+# This worker process, "host:pid", as its registration (workers/reconciler.py) and its gang
+# memberships (workers/gang.py) name it. Set where this module is first imported: the
+# worker's main process (workers/celery_app.py imports it before the pool forks), whose
+# children inherit it.
+WORKER = f"{socket.gethostname()}:{os.getpid()}"
+
 
 @dataclass
 class Runtime:

@@ -20,6 +20,7 @@ import logging
 
 from celery import Celery
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from core import fairshare, lifecycle
@@ -28,13 +29,15 @@ from core.db.engine import session_scope
 from core.db.tables import Job, Owner, Quota, utcnow
 from core.lifecycle import JobStatus
 from models.store import ID
-from workers import lease
+from workers import gang, lease
 from workers.recorder import LeaseLost
 from workers.runtime import Runtime
 
 log = logging.getLogger(__name__)
 # Times one wake-up looks again after losing a race for the job it picked.
 CLAIM_TRIES = 8
+# claim_next's answer when the gang it formed lost to another one forming at once.
+RACED = "raced"
 
 
 def _over_running_quota(session: Session, owner_id: str) -> bool:
@@ -64,21 +67,34 @@ def _served(session: Session, owner_id: str) -> None:
 
 
 def claim_next(sessions: sessionmaker[Session], queue: str, *, worker: str,
-               lease_seconds: float, max_attempts: int) -> str | None:
+               lease_seconds: float, max_attempts: int, max_procs: int | None = None,
+               former: gang.Candidate | None = None) -> str | gang.Seat | None:
     """Claim the best claimable job of `queue` for `worker`; its id, or None when there is
-    none (nothing queued, or every queued job's owner is at a quota)."""
+    none (nothing queued, or every queued job's owner is at a quota). Jobs of more than
+    `max_procs` processes a node are left to other workers. Multi-node jobs are considered
+    only given `former` (this worker, free to form a gang): for one, a gang is formed and
+    its Seat returned (the job stays queued until the gang forms), or RACED when another
+    gang began forming on the queue at the same time."""
     excluded: set[str] = set()
     for _ in range(CLAIM_TRIES):
         with session_scope(sessions) as session:
             blocked = fairshare.blocked_owners(session, queue)
             query = fairshare.candidates(queue, max_attempts=max_attempts,
-                                         excluded=set(blocked) | excluded).limit(1)
+                                         excluded=set(blocked) | excluded,
+                                         gangs=former is not None, max_procs=max_procs).limit(1)
             if session.get_bind().dialect.name == "postgresql":
                 query = query.with_for_update(of=Job, skip_locked=True)
             row = session.execute(query).first()
             if row is None:
                 return None
-            job_id, owner_id = row
+            job_id, owner_id, nodes, procs = row
+            if nodes > 1:
+                assert former is not None
+                try:
+                    return gang.form(session, former, (job_id, nodes, procs))
+                except IntegrityError:
+                    session.rollback()
+                    return RACED
             if not lifecycle.claim(session, job_id, worker=worker, lease_seconds=lease_seconds,
                                    max_attempts=max_attempts):
                 continue  # taken between the pick and the claim (SQLite): look again
@@ -91,10 +107,13 @@ def claim_next(sessions: sessionmaker[Session], queue: str, *, worker: str,
     return None
 
 
-def claim_for_wakeup(rt: Runtime, job_id: str, queue: str | None) -> lease.Claim | str:
+def claim_for_wakeup(rt: Runtime, job_id: str,
+                     queue: str | None) -> lease.Claim | gang.Seat | str:
     """What a worker does with a wake-up naming `job_id` on `queue` (None: the job's own):
-    the message's job fails first if its attempts are spent, then the best job of the
-    queue is claimed. Returns the claim, or the outcome when nothing was claimed."""
+    the message's job fails first if its attempts are spent; then the gang forming on the
+    queue is joined (workers/gang.py: a free worker helps the oldest gang form before
+    anything else), or else the best job of the queue is claimed, or a gang formed for it.
+    Returns the claim, the seat in a gang, or the outcome when nothing was taken."""
     if not isinstance(job_id, str) or not ID.fullmatch(job_id):
         log.warning("ignored a message with a malformed job id")
         return "ignored"
@@ -107,15 +126,34 @@ def claim_for_wakeup(rt: Runtime, job_id: str, queue: str | None) -> lease.Claim
         if queue is None:
             log.info("job %s does not exist; nothing to do", job_id)
             return "skipped"
-    claimed = claim_next(rt.sessions, queue, worker=rt.name,
-                         lease_seconds=rt.settings.lease_seconds,
-                         max_attempts=rt.settings.max_attempts)
+    claimed = _take(rt, queue)
+    if isinstance(claimed, gang.Seat):
+        return claimed
     if claimed is None:
         log.info("woken for job %s: no job of queue %s may start now", job_id, queue)
         return "skipped"
     if claimed != job_id:
         log.info("woken for job %s: claimed job %s, first in queue %s", job_id, claimed, queue)
     return lease.read_claim(rt, claimed)
+
+
+def _take(rt: Runtime, queue: str) -> str | gang.Seat | None:
+    """Join the gang forming on the queue, or claim its best job (forming a gang for it if
+    it is a gang job and this worker is free to): a job id, a seat, or None."""
+    me = gang.candidate(rt, queue)
+    for _ in range(CLAIM_TRIES):
+        seat = gang.join(rt, me)
+        if seat is not None:
+            return seat
+        with rt.sessions() as session:
+            free = gang.may_form(session, me)
+        claimed = claim_next(rt.sessions, queue, worker=rt.name,
+                             lease_seconds=rt.settings.lease_seconds,
+                             max_attempts=rt.settings.max_attempts, max_procs=me.max_procs,
+                             former=me if free else None)
+        if claimed != RACED:
+            return claimed
+    return None
 
 
 def wake_next(rt: Runtime, sender: Celery, queue: str) -> None:

@@ -69,6 +69,9 @@ class Trainer:
         self.config = registry.config_from_spec(spec.model, self.info)
         torch.manual_seed(spec.training.seed)
         self.model: nn.Module = registry.build(spec.model.arch, self.config).to(device)
+        # What the training steps call: the model itself here; its DistributedDataParallel
+        # wrapper in a rank of a data-parallel job (workers/rank.py).
+        self.train_module: nn.Module = self.model
         self.optimizer = make_optimizer(spec.optimizer, self.model.parameters())
         self.scheduler = make_scheduler(spec.training.lr_schedule, self.optimizer,
                                         spec.training.rounds)
@@ -245,14 +248,18 @@ class Trainer:
             epoch, offset = divmod(step, self.per_epoch)
             start = offset * size
             if callbacks.stop_reason() is not None:
-                self.position = Position(start, loss_sum.item(), earlier_hits + hits.total(),
+                loss_total, hit_total = self.totals(loss_sum, hits.total())
+                self.position = Position(start, loss_total, earlier_hits + hit_total,
                                          step if training.max_steps else None)
                 return None
-            x, y = self.train_set.batch(self._epoch_order(epoch + 1)[start:start + size])
+            index, weight = self.share(self._epoch_order(epoch + 1), start, size)
+            x, y = self.train_set.batch(index)
             with amp:
-                logits, loss = self.model(x, y)
+                logits, loss = self.train_module(x, y)
             assert loss is not None
-            objective = loss + training.l2 * l2_penalty(self.model) if training.l2 else loss
+            objective = loss if weight == 1.0 else self.weighted(loss, logits, weight)
+            if training.l2:
+                objective = objective + training.l2 * l2_penalty(self.model)
             self.optimizer.zero_grad(set_to_none=True)
             objective.backward()
             if training.grad_clip:
@@ -260,10 +267,27 @@ class Trainer:
             self.optimizer.step()
             # Added in order, batch by batch: a resumed round's float sum then rounds exactly
             # as an uninterrupted one's. Kept on the device: a .item() would stall a GPU.
-            loss_sum.add_(loss.detach(), alpha=y.numel())
+            if y.numel():  # a rank's share of a short last batch may be empty
+                loss_sum.add_(loss.detach(), alpha=y.numel())
             hits.add(logits, y)
         count = self._examples(round_first, end) * self.train_set.targets_per_example
-        return loss_sum.item(), earlier_hits + hits.total(), count
+        loss_total, hit_total = self.totals(loss_sum, hits.total())
+        return loss_total, earlier_hits + hit_total, count
+
+    # -- what a rank of a data-parallel job changes (workers/rank.py) --------------------
+    def share(self, order: Order, start: int, size: int) -> tuple[torch.Tensor, float]:
+        """The examples this process trains on of the global batch at `start`, and the
+        weight of their mean loss in the objective: the whole batch, weight 1."""
+        return order[start:start + size], 1.0
+
+    def weighted(self, loss: torch.Tensor, logits: torch.Tensor, weight: float
+                 ) -> torch.Tensor:
+        """The objective of a share whose mean loss counts `weight` times."""
+        return loss * weight
+
+    def totals(self, loss_sum: torch.Tensor, hits: int) -> tuple[float, float]:
+        """The round's loss sum and correct predictions so far, over every process."""
+        return loss_sum.item(), float(hits)
 
     def train_one_epoch(self, epoch: int, callbacks: TrainerCallbacks
                         ) -> tuple[float, float, int] | None:

@@ -1,6 +1,6 @@
-"""`trainserve jobs`, `trainserve models` and `trainserve registry`: an HTTP client of a
-running API (app/client.py), at TRAINSERVE_URL with TRAINSERVE_API_KEY. Nothing here reads
-the database."""
+"""`trainserve jobs`, `trainserve models`, `trainserve registry` and `trainserve workers`: an
+HTTP client of a running API (app/client.py), at TRAINSERVE_URL with TRAINSERVE_API_KEY.
+Nothing here reads the database."""
 
 import argparse
 import sys
@@ -58,6 +58,13 @@ def cmd_jobs_cancel(client: api.ApiClient, args: argparse.Namespace) -> int:
     job = client.request("POST", f"/v1/jobs/{args.id}/cancel")
     running = job["status"] == JobStatus.RUNNING
     print(f"{job['id']} {job['status']}" + (" (cancel requested)" if running else ""))
+    return 0
+
+
+def cmd_workers(client: api.ApiClient, args: argparse.Namespace) -> int:
+    params = {"alive": "true"} if args.alive else {}
+    page = client.request("GET", "/v1/workers", params=params)
+    print(api.dumps(page) if args.json else api.worker_table(page["items"]))
     return 0
 
 
@@ -180,6 +187,14 @@ def add_parsers(commands: "argparse._SubParsersAction[argparse.ArgumentParser]")
         command = job_commands.add_parser(name, help=text)
         command.add_argument("id", help="the job's id")
         command.set_defaults(func=_client_command(func))
+
+    workers = commands.add_parser(
+        "workers", help="the registered workers: host, queues, devices, capacity, when last "
+        "seen, alive, the gang each is in (an admin key)" + where)
+    workers.add_argument("--alive", action="store_true", help="only the workers seen within "
+                         "TRAINSERVE_WORKER_ALIVE_SECONDS")
+    workers.add_argument("--json", action="store_true", help="the API's JSON, not a table")
+    workers.set_defaults(func=_client_command(cmd_workers))
 
     models = commands.add_parser("models", help="ask trained models" + where)
     model_commands = models.add_subparsers(dest="models_command", required=True)

@@ -22,6 +22,17 @@ JOB_EXAMPLES: dict[str, dict[str, Any]] = {
             "optimizer": {"name": "adadelta", "lr": 0.1, "rho": 0.95, "eps": 1e-5},
             "training": {"epochs": 30, "batch_size": 100, "seed": 0}},
     },
+    "seed-mlp-2procs": {
+        "summary": "The seed's MLP on 2 processes",
+        "description": "The seed MLP data-parallel on 2 processes of one worker: each trains on "
+                       "half of every batch of 100; the weights match the 1-process run.",
+        "value": {
+            "name": "seed-mlp-2procs", "dataset": "builtin:digits",
+            "model": {"arch": "mlp", "hidden_sizes": [1000, 1000], "activation": "relu"},
+            "optimizer": {"name": "adadelta", "lr": 0.1, "rho": 0.95, "eps": 1e-5},
+            "training": {"epochs": 30, "batch_size": 100, "seed": 0},
+            "resources": {"nodes": 1, "procs_per_node": 2}},
+    },
     "fashion-cnn": {
         "summary": "A small CNN on Fashion-MNIST",
         "description": "Where Debian's dataset-fashion-mnist is installed: ~92% test accuracy.",

@@ -18,7 +18,6 @@ from app.jobs import service
 from app.jobs.openapi_examples import JOB_EXAMPLES
 from app.jobs.schemas import CheckpointList, JobOut, JobPage, MetricsOut
 from app.registry import service as registry_service
-from core.fairshare import places as places_of
 from core.lifecycle import JobStatus
 from models.spec import JobSpec
 
@@ -31,7 +30,8 @@ JobId = Annotated[str, "the job's id"]
                         404: {"description": "the dataset does not exist for this key"},
                         403: {"description": "an admin-only option (`priority: urgent`, "
                               "`preemptible: false`) from another key"},
-                        422: {"description": "the spec is invalid; the detail names the field"},
+                        422: {"description": "the spec is invalid, or its resources fit no "
+                              "set of live workers; the detail names the field"},
                         429: {"description": "too many queued or running jobs, or the owner's "
                               "quota of queued jobs"}})
 def create(spec: Annotated[JobSpec, Body(openapi_examples=JOB_EXAMPLES)], session: SessionDep,
@@ -41,7 +41,7 @@ def create(spec: Annotated[JobSpec, Body(openapi_examples=JOB_EXAMPLES)], sessio
     job, _ = service.create_job(session=session, sender=sender, settings=settings,
                                 owner=owner, spec=spec, idempotency_key=idempotency_key)
     response.headers["Location"] = f"/v1/jobs/{job.id}"
-    return service.to_out(job, service.model_ids(session, [job]).get(job.id))
+    return service.to_outs(session, [job])[0]
 
 
 @router.get("", summary="List jobs, newest first")
@@ -50,17 +50,14 @@ def list_(session: SessionDep, owner: OwnerDep, settings: SettingsDep,
           cursor: PageCursor = None) -> JobPage:
     jobs, next_cursor = service.list_jobs(session=session, owner=owner, status=status,
                                           limit=limit, cursor=cursor)
-    ids = service.model_ids(session, jobs)
-    places = places_of(session, jobs, settings.max_attempts)
-    return JobPage(items=[service.to_out(j, ids.get(j.id), places.get(j.id)) for j in jobs],
+    return JobPage(items=service.to_outs(session, jobs, settings.max_attempts),
                    next_cursor=next_cursor)
 
 
 @router.get("/{job_id}", summary="Get a job", responses={404: {"description": "no such job"}})
 def get(job_id: JobId, session: SessionDep, owner: OwnerDep, settings: SettingsDep) -> JobOut:
     job = service.get_job(session=session, owner=owner, job_id=job_id)
-    place = places_of(session, [job], settings.max_attempts).get(job.id)
-    return service.to_out(job, service.model_ids(session, [job]).get(job.id), place)
+    return service.to_outs(session, [job], settings.max_attempts)[0]
 
 
 @router.delete("/{job_id}", status_code=204, summary="Delete a finished job",
@@ -80,7 +77,7 @@ def delete(job_id: JobId, session: SessionDep, store: StoreDep, owner: OwnerDep)
              responses={409: {"description": "the job has already ended"}})
 def cancel(job_id: JobId, session: SessionDep, owner: OwnerDep) -> JobOut:
     job = service.cancel_job(session=session, owner=owner, job_id=job_id)
-    return service.to_out(job, service.model_ids(session, [job]).get(job.id))
+    return service.to_outs(session, [job])[0]
 
 
 @router.get("/{job_id}/metrics", summary="Per-epoch metrics, in order")

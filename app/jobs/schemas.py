@@ -24,6 +24,22 @@ class Usage(BaseModel):
     examples: int = Field(description="training examples processed (whole epochs)")
 
 
+class MemberOut(BaseModel):
+    """One node of a multi-node job's gang."""
+
+    node_rank: int = Field(description="0 hosts the rendezvous and records the job")
+    worker: str = Field(description="the worker process, host:pid")
+    host: str
+    device: str = Field(description="cpu or cuda")
+    ranks: list[int] = Field(description="its processes' global ranks")
+    joined_at: datetime
+    rdzv_endpoint: str | None = Field(description="node 0's host:port for the c10d "
+                                      "rendezvous; null on the other nodes")
+    gang_status: str = Field(description="its gang's: forming, running, ended, released "
+                             "(it never formed) or lost (a member died; the job resumes as "
+                             "a new gang)")
+
+
 class JobOut(BaseModel):
     id: str
     name: str
@@ -37,8 +53,9 @@ class JobOut(BaseModel):
         None, description="why a queued job waits beyond its turn: its owner is at a quota "
         "(running jobs, or device-seconds over 30 days; it starts once under it), or it has not "
         "yet been handed to the broker (it is unreachable, or cannot be loaded; it is sent "
-        "again by itself once the broker answers). Null while it waits for a free worker as "
-        "usual")
+        "again by itself once the broker answers), or a multi-node job waits for its gang "
+        "(\"waiting for 2 nodes of queue cpu, 1 free\"). Null while it waits for a free "
+        "worker as usual")
     queue_position: int | None = Field(
         None, description="a queued job's place on its queue in the order workers take jobs "
         "(1: next); null while its owner's quota holds it, and once it has started")
@@ -53,6 +70,9 @@ class JobOut(BaseModel):
     queue: str = Field(description="the worker queue it was routed to: cpu or gpu")
     cancel_requested: bool
     sweep_id: str | None = Field(None, description="the sweep this job is a trial of")
+    members: list[MemberOut] = Field(
+        default_factory=list, description="a multi-node job's workers (its newest gang): "
+        "host, ranks and device of each node; empty for a job on one node")
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -66,7 +86,8 @@ class JobPage(BaseModel):
 class MetricsOut(BaseModel):
     items: list[dict[str, Any]] = Field(
         description="one row per recorded epoch, in order: train_loss and val_loss (mean "
-        "cross-entropy, nats), train_accuracy and val_accuracy, examples_per_s, seconds; "
+        "cross-entropy, nats), train_accuracy and val_accuracy, examples_per_s, seconds, "
+        "world_size (the processes that trained it: resources.nodes x procs_per_node); "
         "character models add train_bpc, val_bpc and val_perplexity. With training.max_steps, "
         "one row per evaluation (every eval_every steps, and at max_steps), each with `step`, "
         "a fractional `epoch` (steps / batches an epoch) and steps_per_s; the training "

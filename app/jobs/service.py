@@ -11,15 +11,17 @@ from sqlalchemy.orm import Session
 
 from app.datasets.service import lock_for_job, resolve_dataset
 from app.errors import OverLimit, conflict, invalid, not_found
+from app.jobs.resources import check_resources
 from app.jobs.scheduling import check_scheduling
-from app.jobs.schemas import CheckpointOut, JobOut, Progress, Usage
-from core import lifecycle
+from app.jobs.schemas import CheckpointOut, JobOut, MemberOut, Progress, Usage
+from core import gangs, lifecycle
 from core.config import Settings
 from core.db.liveness import gpu_worker_alive
 from core.db.pages import newest_first
 from core.db.tables import Checkpoint, EpochMetric, Job, Owner, TrainedModel, utcnow
 from core.dispatch import send_new
 from core.fairshare import Place, Priority
+from core.fairshare import places as places_of
 from core.lifecycle import ACTIVE, TERMINAL, JobStatus, ModelStatus
 from core.store import Store, StoreError
 from models import memory, registry
@@ -152,6 +154,7 @@ def check_job(*, session: Session, settings: Settings, owner: Owner, spec: JobSp
         _check_init_from(session, owner, spec, info)
     queue = _queue_for(session, spec)
     _check_memory(spec, info, queue, settings)
+    check_resources(session, settings, spec, queue)
     return queue
 
 
@@ -179,7 +182,8 @@ def create_job(*, session: Session, sender: Celery, settings: Settings, owner: O
     check_scheduling(session, owner, spec)
     job = Job(owner_id=owner.id, name=spec.name, spec=spec.model_dump(mode="json"),
               dataset_ref=spec.dataset, queue=queue, priority=Priority.named(spec.priority),
-              preemptible=spec.preemptible,
+              preemptible=spec.preemptible, nodes=spec.resources.nodes,
+              procs_per_node=spec.resources.procs_per_node,
               epochs=spec.training.progress_total, idempotency_key=idempotency_key,
               # Claimed for this send (core/dispatch.py), so that no resend races it.
               sent_at=utcnow())
@@ -199,7 +203,7 @@ def create_job(*, session: Session, sender: Celery, settings: Settings, owner: O
         return existing, False
     # The row is the record; a failed send leaves the job queued with its waiting_reason,
     # and core/dispatch.py sends it again once the broker answers, never the client.
-    send_new(session, sender, job.id, job.queue)
+    send_new(session, sender, job.id, job.queue, job.nodes)
     session.refresh(job)
     return job, True
 
@@ -241,20 +245,34 @@ def progress(job: Job) -> Progress:
                     max_steps=job.epochs, fraction=fraction)
 
 
-def to_out(job: Job, model_id: str | None, place: Place | None = None) -> JobOut:
+def to_outs(session: Session, jobs: list[Job], max_attempts: int | None = None
+            ) -> list[JobOut]:
+    """The jobs as the API shows them: with their models, their members, and (given
+    `max_attempts`, for views that show queue places) why a queued one waits."""
+    ids = model_ids(session, jobs)
+    places = places_of(session, jobs, max_attempts) if max_attempts is not None else {}
+    members = gangs.job_members(session, jobs)
+    reasons = gangs.waiting_reasons(session, jobs)
+    return [to_out(job, ids.get(job.id), places.get(job.id), members.get(job.id, []),
+                   reasons.get(job.id)) for job in jobs]
+
+
+def to_out(job: Job, model_id: str | None, place: Place | None = None,
+           members: list[gangs.Member] | None = None, gang_reason: str | None = None) -> JobOut:
     queued = job.status == JobStatus.QUEUED
     return JobOut(
         id=job.id, name=job.name, status=job.status, spec=job.spec,  # type: ignore[arg-type]
         progress=progress(job),
         metrics=job.latest_metrics, attempts=job.attempts, error=job.error,
-        waiting_reason=(job.waiting_reason or (place.reason if place else None)) if queued
-        else None,
+        waiting_reason=(job.waiting_reason or (place.reason if place else None)
+                        or gang_reason) if queued else None,
         queue_position=place.position if queued and place else None,
         priority=Priority(job.priority).name.lower(), preemptions=job.preemptions,
         usage=Usage(device_seconds=round(job.device_seconds, 3), examples=job.examples),
         failure_kind=job.failure_kind, model_id=model_id,
         device=job.device_used, queue=job.queue, cancel_requested=job.cancel_requested,
         sweep_id=job.sweep_id,
+        members=[MemberOut(**vars(member)) for member in members or []],
         created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at)
 
 

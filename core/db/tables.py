@@ -19,6 +19,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     false,
+    text,
     true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -157,6 +158,10 @@ class Job(Base):
     # (whole epochs).
     device_seconds: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
     examples: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # The spec's resources, copied at submit (never changed): what the scheduler's claim
+    # filters on (workers/gang.py). nodes > 1 starts as a gang of that many workers.
+    nodes: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    procs_per_node: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
 
 
 class Sweep(Base):
@@ -297,14 +302,89 @@ class ModelAlias(Base):
 
 
 class WorkerSeen(Base):
-    """Each worker child's heartbeat, so the API can route `device: auto` to a live GPU."""
+    """A worker's registration, one row per (worker process, queue), written by that
+    worker's reconciler thread each pass (workers/reconciler.py): what it is and that it is
+    alive. The API routes `device: auto` to a live GPU, refuses resources no live worker
+    could satisfy (422), and lists the rows (`GET /v1/workers`)."""
 
     __tablename__ = "workers"
 
-    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)  # "{worker}/{queue}"
     queue: Mapped[str] = mapped_column(String(16))
-    device: Mapped[str] = mapped_column(String(64))
+    device: Mapped[str] = mapped_column(String(64))  # cpu or cuda: the kind it trains on
     last_seen: Mapped[datetime] = mapped_column(default=utcnow)
+    # The worker process, "host:pid" (what gang members are counted by), and its host.
+    worker: Mapped[str] = mapped_column(String(200), default="", server_default="")
+    host: Mapped[str] = mapped_column(String(200), default="", server_default="")
+    # Devices of its kind it sees: GPUs for cuda, CPU cores for cpu.
+    device_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Jobs it runs at once (its Celery children), and training processes one of them may
+    # start for a job (resources.procs_per_node): GPUs on a GPU worker, else its setting.
+    concurrency: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    max_procs: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    started_at: Mapped[datetime | None]
+
+
+class Gang(Base):
+    """One try at running a `nodes: N` job on N workers of its queue (workers/gang.py). A
+    GangStatus, set and changed only by core/lifecycle.py: forming while workers join it
+    (the job stays queued), running once N have (the job is claimed, its lease held by node
+    0's slot), then ended, released (it never formed) or lost (a member died). At most one
+    gang of a queue forms at a time (the partial unique index), so free workers never split
+    themselves between two half-formed gangs."""
+
+    __tablename__ = "gangs"
+    __table_args__ = (
+        Index("ix_gangs_forming_queue", "queue", unique=True,
+              sqlite_where=text("status = 'forming'"),
+              postgresql_where=text("status = 'forming'")),
+        Index("ix_gangs_job", "job_id", "created_at"),
+        Index("ix_gangs_status", "status"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    queue: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16))
+    nodes: Mapped[int] = mapped_column(Integer)
+    procs_per_node: Mapped[int] = mapped_column(Integer)
+    # Node 0's slot: the job's lease owner once the gang runs.
+    leader: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    formed_at: Mapped[datetime | None]
+    ended_at: Mapped[datetime | None]
+    # Why it was released or lost, in words (the job's waiting_reason reads it).
+    reason: Mapped[str | None] = mapped_column(Text)
+
+
+class GangMember(Base):
+    """A worker in a gang: one node of the job. `left_at` is null while the worker is in
+    the gang; a worker (process) is in at most one gang at a time (the partial unique
+    index). Each member's slot heartbeats its row while it waits and while it trains; a
+    stale heartbeat in a running gang makes the reconciler take the job back."""
+
+    __tablename__ = "gang_members"
+    __table_args__ = (
+        UniqueConstraint("gang_id", "node_rank"),
+        UniqueConstraint("gang_id", "worker"),
+        Index("ix_gang_members_in_gang", "worker", unique=True,
+              sqlite_where=text("left_at IS NULL"), postgresql_where=text("left_at IS NULL")),
+        Index("ix_gang_members_job", "job_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    gang_id: Mapped[str] = mapped_column(ForeignKey("gangs.id", ondelete="CASCADE"))
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    node_rank: Mapped[int] = mapped_column(Integer)
+    worker: Mapped[str] = mapped_column(String(200))  # the worker process, "host:pid"
+    slot: Mapped[str] = mapped_column(String(200))  # its child running this node
+    host: Mapped[str] = mapped_column(String(200))
+    device: Mapped[str] = mapped_column(String(64))
+    # Node 0's "host:port" for the c10d rendezvous, chosen by its worker when it joined.
+    rdzv_endpoint: Mapped[str | None] = mapped_column(String(300))
+    joined_at: Mapped[datetime] = mapped_column(default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(default=utcnow)
+    left_at: Mapped[datetime | None]
 
 
 class Lock(Base):

@@ -65,7 +65,7 @@ def _due(spec: SweepSpec, trials: list[study.TrialRecord]) -> str | None:
 
 
 def _make_trial(session: Session, sweep: Sweep, spec: SweepSpec,
-                trials: list[study.TrialRecord]) -> tuple[str, str] | None:
+                trials: list[study.TrialRecord]) -> tuple[str, str, int] | None:
     base = spec.base
     params, attrs = study.ask(spec, trials, epochs=base["training"]["epochs"])
     try:
@@ -81,18 +81,20 @@ def _make_trial(session: Session, sweep: Sweep, spec: SweepSpec,
     job = Job(owner_id=sweep.owner_id, name=f"{sweep.name}-{number}",
               spec=job_spec.model_dump(mode="json"), dataset_ref=job_spec.dataset,
               queue=queue_for(session, job_spec.device), epochs=job_spec.training.progress_total,
-              sweep_id=sweep.id, sent_at=utcnow())  # claimed for its first send
+              sweep_id=sweep.id, nodes=job_spec.resources.nodes,
+              procs_per_node=job_spec.resources.procs_per_node,
+              sent_at=utcnow())  # claimed for its first send
     lifecycle.submit(session, job)
     session.flush()
     session.add(SweepTrial(sweep_id=sweep.id, number=number, job_id=job.id, params=params,
                            system_attrs=attrs))
     session.flush()
     log.info("sweep %s: trial %d is job %s with %s", sweep.id, number, job.id, params)
-    return job.id, job.queue
+    return job.id, job.queue, job.nodes
 
 
-def _step(session: Session, sweep_id: str) -> tuple[str, str] | bool:
-    """One decision under the sweep's row lock: a new trial's (job id, queue), True if the
+def _step(session: Session, sweep_id: str) -> tuple[str, str, int] | bool:
+    """One decision under the sweep's row lock: a new trial's (job id, queue, nodes), True if the
     sweep needs nothing more now or has ended, False if this pass lost a race."""
     if not lifecycle.keep_sweep_running(session, sweep_id):
         return True

@@ -28,6 +28,8 @@ FAST_SETTINGS = {
     "TRAINSERVE_LEASE_SECONDS": "3",
     "TRAINSERVE_RECONCILE_SECONDS": "0.5",
     "TRAINSERVE_RESEND_AFTER_SECONDS": "5",
+    # A gang of workers that has not formed this long is released (workers/gang.py).
+    "TRAINSERVE_GANG_TIMEOUT_SECONDS": "2",
     "TRAINSERVE_LOG_LEVEL": "INFO",
 }
 

@@ -99,3 +99,26 @@ def test_dashboard_lists_registered_models_with_their_aliases(service: Service,
     assert row.locator(".aliases").text_content() == "production → v1"
     assert "classifier" in (row.text_content() or "")
     page.close()
+
+
+def test_dashboard_shows_the_workers_to_admins(service: Service, browser: Any) -> None:
+    with service.client("admin") as admin:
+        name = next(w["name"] for w in admin.get("/v1/workers").json()["items"] if w["alive"])
+    page = browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(f"{service.base_url}/")
+    page.fill("#key", service.keys["admin"])
+    page.click("#signin-form button")
+    page.click('header a[href="#/workers"]')
+    row = page.locator(f'tr[data-worker="{name}"]')
+    row.wait_for(timeout=20_000)
+    assert "cpu" in (row.text_content() or "") and "yes" in (row.text_content() or "")
+    # Another key reads why it sees none.
+    page.evaluate(f"sessionStorage.setItem('trainserve.key', '{service.keys['alice']}')")
+    page.goto(f"{service.base_url}/#/")
+    page.goto(f"{service.base_url}/#/workers")
+    page.wait_for_function("document.getElementById('workers-error').textContent"
+                           ".startsWith('403')", timeout=20_000)
+    assert not errors, errors
+    page.close()

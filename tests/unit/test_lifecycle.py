@@ -118,6 +118,9 @@ TRANSITIONS: dict[str, tuple[Move, set[str], JobStatus, ModelStatus]] = {
                         JobStatus.RUNNING, ModelStatus.TRAINING),  # status: unchanged
     "preempt": (lambda s, j, _: lifecycle.preempt(s, j, worker=ME),
                 {"held_preempt_requested"}, JobStatus.QUEUED, ModelStatus.TRAINING),
+    # A gang's job, its gang lost (the gang transitions: tests/unit/test_gangs.py).
+    "regroup": (lambda s, j, _: lifecycle.regroup(s, j, leader=ME),
+                HELD, JobStatus.QUEUED, ModelStatus.TRAINING),
 }
 
 

@@ -108,3 +108,26 @@ def test_0003_downgrade_puts_the_checkpoint_flags_back(engine: Engine) -> None:
             (BEST, {"val_loss": 0.4, "is_best": 1.0}),
             (PARTIAL, {"val_loss": 0.5, "partial": 1.0}),
             (PLAIN, {"val_loss": 0.5})]
+
+
+def test_0014_registrations_and_jobs_of_before_get_defaults_and_round_trip(
+        engine: Engine) -> None:
+    """A worker registered and a job made before 0014 read as a 1-process worker with no
+    process recorded and a 1x1 job; gangs come and go with the revision."""
+    migrate(engine, "0013")
+    with engine.begin() as conn:
+        insert_0002_rows(conn)
+        conn.execute(sa.insert(sa.table("workers", sa.column("name"), sa.column("queue"),
+                                        sa.column("device"), sa.column("last_seen"))).values(
+            name="h:1/cpu", queue="cpu", device="cpu", last_seen=NOW))
+    migrate(engine, "0014")
+    with engine.connect() as conn:
+        worker = conn.execute(sa.text("SELECT worker, host, device_count, concurrency, "
+                                      "max_procs FROM workers")).one()
+        job = conn.execute(sa.text("SELECT nodes, procs_per_node FROM jobs")).one()
+        assert conn.execute(sa.text("SELECT count(*) FROM gangs")).scalar_one() == 0
+    assert tuple(worker) == ("", "", 0, 1, 1) and tuple(job) == (1, 1)
+    migrate(engine, "0013", down=True)
+    with engine.connect() as conn:
+        assert "gangs" not in sa.inspect(conn).get_table_names()
+        assert "nodes" not in {c["name"] for c in sa.inspect(conn).get_columns("jobs")}

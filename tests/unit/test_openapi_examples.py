@@ -23,7 +23,8 @@ def _examples(openapi: dict[str, Any], path: str) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize(("path", "schema", "names"), [
-    ("/v1/jobs", JobSpec, {"seed-lstm", "seed-mlp", "fashion-cnn", "char-lstm"}),
+    ("/v1/jobs", JobSpec, {"seed-lstm", "seed-mlp", "seed-mlp-2procs", "fashion-cnn",
+                  "char-lstm"}),
     ("/v1/models/{model_id}/generate", GenerateIn, {"sample"}),
 ])
 def test_every_published_example_is_a_valid_request(

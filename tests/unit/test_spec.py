@@ -182,3 +182,20 @@ def test_out_of_bounds_sizes_are_rejected(changes: dict) -> None:
 def test_device_is_an_enum() -> None:
     with pytest.raises(ValidationError):
         JobSpec.model_validate(spec(device="tpu"))
+
+
+def test_resources_default_to_one_process() -> None:
+    job = JobSpec.model_validate(BASE)
+    assert (job.resources.nodes, job.resources.procs_per_node) == (1, 1)
+    assert job.resources.world_size == 1
+    assert JobSpec.model_validate(spec(resources={"nodes": 2, "procs_per_node": 4})
+                                  ).resources.world_size == 8
+
+
+@pytest.mark.parametrize("resources", [
+    {"nodes": 0}, {"procs_per_node": 0}, {"nodes": 17}, {"procs_per_node": 17},
+    {"nodes": "two"}, {"nodes": 1.5}, {"gpus": 2}])
+def test_bad_resources_are_rejected_at_resources(resources: dict) -> None:
+    with pytest.raises(ValidationError) as info:
+        JobSpec.model_validate(spec(resources=resources))
+    assert _locs(info.value) == {"resources"}
