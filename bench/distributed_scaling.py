@@ -1,12 +1,13 @@
 """Examples per second of the same job data-parallel at 1x1, 1x2 and 2x1 (nodes x
 procs_per_node) through the service, and each one's ratio to 1x1. Prints one JSON line.
 
-Starts a real service (SQLite, the embedded broker, the store in a directory) with one
-worker for the one-node entries; the 2x1 entry stops it and starts two workers with data
-directories of their own (each standing in for a host: they share only the database, the
-broker and the store), so it runs only where the control side forms gangs of several
-workers: where a `nodes: 2` job is refused (422), or ran on fewer processes than asked
-(its metric rows' world_size), the entry is skipped with a note.
+Starts a real service (SQLite, the store in a directory, the embedded broker or Redis
+with `--broker-url`) with one worker for the one-node entries; the 2x1 entry stops it and
+starts two workers with data directories of their own (each standing in for a host: they
+share only the database, the broker and the store; so it needs `--broker-url`, the
+embedded broker living in one data directory). It runs only where the control side forms
+gangs of several workers: where a `nodes: 2` job is refused (422), or ran on fewer
+processes than asked (its metric rows' world_size), the entry is skipped with a note.
 
 The cores are shared out so that no entry oversubscribes them: 1x1 trains with C torch
 threads (C = the cores given, 2 by default); 1xP gives each of its P ranks C // P; each
@@ -49,6 +50,13 @@ JOBS: dict[str, dict[str, Any]] = {
 
 def run_entry(service: Service, client: Any, spec: dict[str, Any], nodes: int,
               procs: int, device: str) -> dict[str, Any]:
+    entry = _run_entry(service, client, spec, nodes, procs, device)
+    print(f"{nodes}x{procs}: {entry}", file=sys.stderr, flush=True)
+    return entry
+
+
+def _run_entry(service: Service, client: Any, spec: dict[str, Any], nodes: int,
+               procs: int, device: str) -> dict[str, Any]:
     body = {**spec, "device": device, "resources": {"nodes": nodes, "procs_per_node": procs}}
     response = client.post("/v1/jobs", json=body)
     if response.status_code == 422:
@@ -80,13 +88,24 @@ def with_ratios(entries: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]
     return entries
 
 
-def cpu_entries(spec: dict[str, Any], cores: int, root: Path) -> dict[str, dict[str, Any]]:
+def cpu_entries(spec: dict[str, Any], cores: int, root: Path,
+                broker_url: str | None) -> dict[str, dict[str, Any]]:
     entries: dict[str, dict[str, Any]] = {}
-    service, teardown = launch_local(root, worker_threads=str(cores), **DEFAULT_TIMING)
+    # Named explicitly, so that workers with data directories of their own share them.
+    shared = {"database_url": f"sqlite:///{root / 'data' / 'trainserve.db'}",
+              "artifact_url": str(root / "data" / "artifacts")}
+    if broker_url:
+        shared["broker_url"] = broker_url
+    service, teardown = launch_local(root, worker_threads=str(cores), **DEFAULT_TIMING,
+                                     **shared)
     try:
         with service.client() as client:
             for name, procs in (("1x1", 1), (f"1x{cores}", cores)):
                 entries[name] = run_entry(service, client, spec, 1, procs, "cpu")
+            if not broker_url:
+                entries["2x1"] = {"skipped": "two workers with data directories of their "
+                                             "own need a shared broker: --broker-url"}
+                return entries
             # Two workers, each another host's stand-in with half the cores.
             service.stop("worker")
             for node in ("node-a", "node-b"):
@@ -128,13 +147,15 @@ def main() -> None:
     parser.add_argument("--cores", type=int, default=2, help="CPU cores to share out")
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--gpu", action="store_true", help="1 GPU against all of them")
+    parser.add_argument("--broker-url", default=None, help="a Redis URL the 2x1 entry's "
+                        "two workers share (the embedded broker is one data directory's)")
     args = parser.parse_args()
     spec = json.loads(json.dumps(JOBS[args.job]))
     if args.epochs:
         spec["training"]["epochs"] = args.epochs
     with tempfile.TemporaryDirectory() as tmp:
         entries = (gpu_entries(spec, Path(tmp)) if args.gpu
-                   else cpu_entries(spec, args.cores, Path(tmp)))
+                   else cpu_entries(spec, args.cores, Path(tmp), args.broker_url))
     threads = ({"note": "one process per GPU, NCCL"} if args.gpu else
                {"1x1": args.cores, f"1x{args.cores}": "1 per rank",
                 "2x1": f"{max(1, args.cores // 2)} per worker"})
