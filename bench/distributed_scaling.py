@@ -107,6 +107,8 @@ def cpu_entries(spec: dict[str, Any], cores: int, root: Path,
                                              "own need a shared broker: --broker-url"}
                 return entries
             # Two workers, each another host's stand-in with half the cores.
+            with service.client("admin") as admin:
+                before = {w["name"] for w in admin.get("/v1/workers").json()["items"]}
             service.stop("worker")
             for node in ("node-a", "node-b"):
                 service.start_worker(node, data_dir=str(root / node),
@@ -114,6 +116,14 @@ def cpu_entries(spec: dict[str, Any], cores: int, root: Path,
             for node in ("node-a", "node-b"):  # both consuming before the gang job comes
                 poll(lambda node=node: "ready" in service.log(node), timeout=120,
                      what=f"{node} to be ready")
+            # ... and both registered: a nodes: 2 job is refused while fewer workers of its
+            # queue have been seen (their first reconciler pass registers them).
+            with service.client("admin") as admin:
+                def alive() -> set[str]:
+                    return {w["name"] for w in admin.get(
+                        "/v1/workers", params={"alive": "true"}).json()["items"]}
+                poll(lambda: len(alive() - before) >= 2, timeout=120,
+                     what="two workers registered")
             entries["2x1"] = run_entry(service, client, spec, 2, 1, "cpu")
     finally:
         teardown()
