@@ -11,6 +11,7 @@ from alembic import command
 
 import migrations
 from core.db.migrate import alembic_config
+from core.db.tables import Base
 from tests.integration.service import create_database, require_postgres
 
 BACKENDS = ["sqlite", "postgres"]
@@ -27,6 +28,22 @@ def database_url(backend: str, tmp_path: Path) -> Iterator[str]:
         yield url
     finally:
         drop()
+
+
+@contextmanager
+def tables_engine(backend: str, tmp_path: Path) -> Iterator[sa.Engine]:
+    """A throwaway database with today's tables (made from the ORM, not migrated) for tests
+    of concurrent claims: no pool, so every thread opens its own connection, and SQLite
+    waits up to 30 s for the write lock instead of failing at once."""
+    with database_url(backend, tmp_path) as url:
+        engine = sa.create_engine(url, poolclass=sa.pool.NullPool,
+                                  connect_args={"timeout": 30} if backend == "sqlite" else {})
+        Base.metadata.create_all(engine)
+        try:
+            yield engine
+        finally:
+            engine.dispose()
+
 
 MIGRATIONS = Path(migrations.__file__).parent
 

@@ -10,16 +10,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, create_engine, select, update
+from sqlalchemy import Engine, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.pool import NullPool
 
 from core import gangs, lifecycle
 from core.config import Settings
-from core.db.tables import Base, Gang, GangMember, Job, Owner, new_id, utcnow
+from core.db.tables import Gang, GangMember, Job, Owner, new_id, utcnow
 from core.lifecycle import GangStatus, JobStatus
-from tests.unit.databases import BACKENDS, database_url
+from tests.unit.databases import BACKENDS, tables_engine
 from workers import gang, member
 from workers.runtime import Runtime
 from workers.scheduler import RACED, claim_next
@@ -31,12 +30,8 @@ AGES = itertools.count()
 
 @pytest.fixture(params=BACKENDS)
 def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    with database_url(request.param, tmp_path) as url:
-        engine = create_engine(url, poolclass=NullPool,
-                               connect_args={"timeout": 30} if url.startswith("sqlite") else {})
-        Base.metadata.create_all(engine)
+    with tables_engine(request.param, tmp_path) as engine:
         yield engine
-        engine.dispose()
 
 
 @pytest.fixture

@@ -9,14 +9,13 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, create_engine, select
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.pool import NullPool
 
 from core import fairshare
-from core.db.tables import Base, Job, Owner, Quota, utcnow
+from core.db.tables import Job, Owner, Quota, utcnow
 from core.lifecycle import JobStatus
-from tests.unit.databases import BACKENDS, database_url
+from tests.unit.databases import BACKENDS, tables_engine
 from workers.preemption import preempt_for_waiting
 from workers.scheduler import claim_next
 
@@ -27,12 +26,8 @@ AGES = itertools.count()  # each job made is a second younger than the one befor
 
 @pytest.fixture(params=BACKENDS)
 def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    with database_url(request.param, tmp_path) as url:
-        engine = create_engine(url, poolclass=NullPool,
-                               connect_args={"timeout": 30} if url.startswith("sqlite") else {})
-        Base.metadata.create_all(engine)
+    with tables_engine(request.param, tmp_path) as engine:
         yield engine
-        engine.dispose()
 
 
 @pytest.fixture
