@@ -123,7 +123,9 @@ def run_node(rt: Runtime, claimed: lease.Claim, node: NodeAssignment) -> str:
             if node.node_rank != 0:
                 outcome, _ = _supervise(run_dir, node, channel, lambda: _node_reason(deadline))
                 return outcome
-            with (lease.Heartbeat(rt, claimed.job_id, since=claimed.claimed_at) as heartbeat,
+            # Node 0 holds the job's lease, so its beats charge the whole gang's processes.
+            with (lease.Heartbeat(rt, claimed.job_id, since=claimed.claimed_at,
+                                  devices=node.nnodes * node.procs_per_node) as heartbeat,
                   CancelWatch(rt, claimed.job_id, heartbeat)):
                 def reason() -> str | None:
                     heartbeat.examples = channel.examples

@@ -75,11 +75,14 @@ class Heartbeat(Periodic):
     since the last one (device-seconds from the monotonic clock, and `examples`, which the
     run adds to), in the same UPDATE. The runner settles the rest just before it records
     the run's end, and what little is left after that is added on exit, so a job's usage
-    is the time from its claim (`since`) to its end."""
+    is the time from its claim (`since`) to its end, times the `devices` it holds (a
+    data-parallel job's processes, nodes x procs_per_node: what quotas and fair share
+    charge it)."""
 
-    def __init__(self, rt: Runtime, job_id: str, since: datetime | None = None) -> None:
+    def __init__(self, rt: Runtime, job_id: str, since: datetime | None = None,
+                 devices: int = 1) -> None:
         super().__init__(f"heartbeat-{job_id}", rt.settings.heartbeat_seconds)
-        self._rt, self._job_id = rt, job_id
+        self._rt, self._job_id, self._devices = rt, job_id, devices
         self.reason: str | None = None
         self.examples = 0  # examples trained so far in this run
         before = max(0.0, (utcnow() - since).total_seconds()) if since else 0.0
@@ -91,7 +94,8 @@ class Heartbeat(Periodic):
 
     def _usage(self) -> tuple[float, float, int]:
         now = time.monotonic()
-        return now, now - self._accounted_at, self.examples - self._accounted_examples
+        return (now, (now - self._accounted_at) * self._devices,
+                self.examples - self._accounted_examples)
 
     def _accounted(self, at: float, examples: int) -> None:
         self._accounted_at = at

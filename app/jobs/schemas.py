@@ -19,8 +19,9 @@ class Progress(BaseModel):
 
 
 class Usage(BaseModel):
-    device_seconds: float = Field(description="seconds the job held its device, added with "
-                                  "each heartbeat")
+    device_seconds: float = Field(description="seconds the job held its devices, times how "
+                                  "many (its processes: resources.nodes x procs_per_node), "
+                                  "added with each heartbeat")
     examples: int = Field(description="training examples processed (whole epochs)")
 
 

@@ -130,3 +130,17 @@ def test_succeed_on_a_lost_lease_is_lease_lost_even_with_a_cancel(rt: Runtime,
     with pytest.raises(LeaseLost):
         recorder.succeed(rt, job_id, model_epoch=2, test_metrics={})
     assert _status(rt, job_id) == "running"
+
+
+@pytest.mark.parametrize("devices", [1, 4])
+def test_usage_charges_each_device_the_job_holds(rt: Runtime, job_id: str,
+                                                 devices: int) -> None:
+    """A data-parallel job of nodes x procs_per_node processes is charged that many
+    device-seconds per second (quotas and fair share read them)."""
+    started = time.monotonic()
+    with lease.Heartbeat(rt, job_id, devices=devices):
+        time.sleep(0.2)
+    elapsed = time.monotonic() - started
+    with rt.sessions() as session:
+        charged = session.get_one(Job, job_id).device_seconds
+    assert 0.2 * devices <= charged <= elapsed * devices
