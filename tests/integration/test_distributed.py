@@ -60,6 +60,10 @@ def _rows(client: Any, job_id: str) -> list[dict[str, Any]]:
     return client.get(f"/v1/jobs/{job_id}/metrics").json()["items"]
 
 
+# One node's ranks talk to the database as a one-process job does (node 0's child records);
+# the postgres backend's multi-process runs are test_gang_hosts.py's, postgres only. So
+# these run once, keeping the suite under its 20 minutes.
+@pytest.mark.sqlite_only
 def test_a_two_process_job_ends_with_the_weights_of_the_one_process_job(
         service: Service) -> None:
     with service.client() as client:
@@ -79,6 +83,7 @@ def test_a_two_process_job_ends_with_the_weights_of_the_one_process_job(
     assert max(float((ours[k] - theirs[k]).abs().max()) for k in ours) < 1e-5
 
 
+@pytest.mark.sqlite_only
 def test_cancelling_a_two_process_job_stops_both_ranks_and_keeps_its_checkpoint(
         service: Service) -> None:
     spec = {**small_mlp(epochs=100_000, checkpoint_every=1), **TWO_PROCS}
