@@ -1,12 +1,13 @@
 """The dashboard in headless Chromium: sign in, follow a job to its end, see its curves."""
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.integration.service import Service
+from tests.integration.service import Service, poll
 from tests.integration.specs import small_mlp
 from tests.integration.test_serving import trained
 
@@ -102,8 +103,9 @@ def test_dashboard_lists_registered_models_with_their_aliases(service: Service,
 
 
 def test_dashboard_shows_the_workers_to_admins(service: Service, browser: Any) -> None:
-    with service.client("admin") as admin:
-        name = next(w["name"] for w in admin.get("/v1/workers").json()["items"] if w["alive"])
+    with service.client("admin") as admin:  # registered at its reconciler's first pass
+        name = poll(lambda: next((w["name"] for w in admin.get("/v1/workers").json()["items"]
+                                  if w["alive"]), None), timeout=30, what="a live worker")
     page = browser.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -118,7 +120,9 @@ def test_dashboard_shows_the_workers_to_admins(service: Service, browser: Any) -
     page.evaluate(f"sessionStorage.setItem('trainserve.key', '{service.keys['alice']}')")
     page.goto(f"{service.base_url}/#/")
     page.goto(f"{service.base_url}/#/workers")
-    page.wait_for_function("document.getElementById('workers-error').textContent"
-                           ".startsWith('403')", timeout=20_000)
+    # A locator, not wait_for_function: the page's CSP forbids eval, which a string
+    # predicate needs whenever it is not true at once.
+    page.locator("#workers-error").filter(has_text=re.compile(r"^403")).wait_for(
+        timeout=20_000)
     assert not errors, errors
     page.close()
