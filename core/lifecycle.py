@@ -40,7 +40,8 @@ Gangs (a `nodes: N` job's workers, workers/gang.py; the job moves by the job tra
     release_gang     forming                                released (it did not form in
                                                             time, or its job left the queue)
     end_gang         running, its job not held by node 0    ended (the run ended: any end,
-                                                            a hand-back or preemption too)
+                                                            a hand-back or preemption too;
+                                                            in that transition's commit)
     lose_gang        running                                lost (a member died, or the
                                                             rendezvous failed; with regroup)
 Each move out of forming or running makes every member leave (`left_at`), freeing its
@@ -163,6 +164,14 @@ def _announce(session: Session, statement: Any) -> int:
     return len(rows)
 
 
+def _ended_held(session: Session, job_id: str, moved: int) -> bool:
+    """After a held job's transition to queued (hand_back, preempt): its run ended, so its
+    gang, if it has one, ends in the same commit (end_gang)."""
+    if moved:
+        end_gang(session, job_id=job_id)
+    return moved == 1
+
+
 def _end_model(session: Session, job_id: str, status: ModelStatus, **values: Any) -> None:
     """The job's model leaves `training` with its job (a job may end before any checkpoint,
     and so without a model)."""
@@ -264,6 +273,7 @@ def _end(session: Session, job_id: str, worker: str, status: JobStatus, model: M
         **values)) == 1
     if moved:
         _end_model(session, job_id, model)
+        end_gang(session, job_id=job_id)
     return moved
 
 
@@ -293,6 +303,7 @@ def succeed(session: Session, job_id: str, *, worker: str, latest_metrics: dict[
     if moved:
         _end_model(session, job_id, ModelStatus.READY, checkpoint_id=checkpoint_id,
                    metrics=model_metrics)
+        end_gang(session, job_id=job_id)
     return moved
 
 
@@ -313,9 +324,10 @@ def time_out(session: Session, job_id: str, *, worker: str, limit_seconds: float
 def hand_back(session: Session, job_id: str, *, worker: str) -> bool:
     """Held -> queued on a graceful shutdown, so that another worker resumes it. The attempt
     is given back too: only deliveries that failed count towards the cap."""
-    return _run(session, update(Job).where(*_held(job_id, worker)).values(
+    return _ended_held(session, job_id, _run(session, update(Job).where(
+        *_held(job_id, worker)).values(
         status=JobStatus.QUEUED, lease_owner=None, lease_expires_at=None, sent_at=None,
-        attempts=Job.attempts - 1, preempt_requested=False)) == 1
+        attempts=Job.attempts - 1, preempt_requested=False)))
 
 
 # -- jobs: preempted --------------------------------------------------------------------------
@@ -333,11 +345,11 @@ def request_preempt(session: Session, job_id: str, *, max_preemptions: int) -> b
 def preempt(session: Session, job_id: str, *, worker: str) -> bool:
     """Held with a preemption requested -> queued, to resume from its checkpoint once a
     worker is free. Like hand_back, the attempt is given back; the preemption is counted."""
-    return _run(session, update(Job).where(*_held(job_id, worker),
-                                           Job.preempt_requested.is_(True)).values(
+    return _ended_held(session, job_id, _run(session, update(Job).where(
+        *_held(job_id, worker), Job.preempt_requested.is_(True)).values(
         status=JobStatus.QUEUED, lease_owner=None, lease_expires_at=None, sent_at=None,
         attempts=Job.attempts - 1, preemptions=Job.preemptions + 1,
-        preempt_requested=False)) == 1
+        preempt_requested=False)))
 
 
 def regroup(session: Session, job_id: str, *, leader: str) -> bool:
@@ -405,14 +417,19 @@ def release_gang(session: Session, gang_id: str, *, reason: str) -> bool:
         status=GangStatus.RELEASED, ended_at=utcnow(), reason=reason)))
 
 
-def end_gang(session: Session, gang_id: str | None = None) -> list[str]:
+def end_gang(session: Session, gang_id: str | None = None, *,
+             job_id: str | None = None) -> list[str]:
     """Running, its job no longer held by its node 0 (the run recorded its end, or handed
-    the job back) -> ended: this gang, or every such gang if None. Returns those moved."""
+    the job back) -> ended: this gang, the gang of this job, or every such gang if neither.
+    Returns those moved. Each transition that ends a held job calls it for that job in its
+    own session, so a job is never seen ended with its gang still running."""
     held = exists(select(Job.id).where(Job.id == Gang.job_id, Job.status == JobStatus.RUNNING,
                                        Job.lease_owner == Gang.leader))
     where = [Gang.status == GangStatus.RUNNING, ~held]
     if gang_id is not None:
         where.append(Gang.id == gang_id)
+    if job_id is not None:
+        where.append(Gang.job_id == job_id)
     return _close(session, update(Gang).where(*where).values(status=GangStatus.ENDED,
                                                              ended_at=utcnow()))
 

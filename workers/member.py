@@ -107,7 +107,9 @@ def run_seat(rt: Runtime, seat: Seat) -> str:
 def after_run(session: Session, seat: Seat, outcome: str) -> None:
     """This node's run returned. GANG_LOST (or a crash): the gang is lost and its job,
     still running under node 0's lease, queued again for a new gang. Otherwise this member
-    leaves, and the gang ends once node 0 has recorded the job's end."""
+    leaves; the gang ended with the job's end, in the commit that recorded it (end_gang here
+    is for a node 0 whose record did not move the job: then it ends once the job is not
+    held)."""
     if outcome == distributed.GANG_LOST:
         leader = session.execute(select(Gang.leader).where(Gang.id == seat.gang_id)).scalar_one()
         reason = f"node {seat.node_rank} lost the other nodes (rendezvous or a process failed)"

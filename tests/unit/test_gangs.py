@@ -279,7 +279,7 @@ def test_a_taken_back_job_loses_its_gang(rt: Runtime,
     assert read(sessions, Gang, seat.gang_id).status == GangStatus.LOST
 
 
-def test_a_run_ends_its_gang_once_node_0_recorded_the_end(
+def test_a_run_ends_its_gang_in_the_commit_where_node_0_records_the_end(
         rt: Runtime, sessions: sessionmaker[Session]) -> None:
     job_id, seat = _formed(rt, sessions)
     with sessions.begin() as session:  # node 1 returns first: the job is still held
@@ -289,9 +289,40 @@ def test_a_run_ends_its_gang_once_node_0_recorded_the_end(
     assert read(sessions, Gang, seat.gang_id).status == GangStatus.RUNNING
     with sessions.begin() as session:
         assert lifecycle.hand_back(session, job_id, worker=worker("a").slot)
-        assert lifecycle.end_gang(session, seat.gang_id) == [seat.gang_id]
+        ended = session.execute(select(Gang.status).where(Gang.id == seat.gang_id)).scalar()
+        assert ended == GangStatus.ENDED  # before the commit: the two are one write
+        assert lifecycle.end_gang(session, seat.gang_id) == []
     assert read(sessions, Gang, seat.gang_id).status == GangStatus.ENDED
+    assert all(m.left_at is not None for m in members(sessions, seat.gang_id))
     assert read(sessions, Job, job_id).attempts == 0  # a hand-back gives the attempt back
+
+
+JOB_ENDS: dict[str, Any] = {
+    "succeed": lambda s, j, w: lifecycle.succeed(s, j, worker=w, latest_metrics={},
+                                                 checkpoint_id="c", model_metrics={}),
+    "fail": lambda s, j, w: lifecycle.fail(s, j, worker=w, error="e",
+                                           kind=lifecycle.FailureKind.USER),
+    "time_out": lambda s, j, w: lifecycle.time_out(s, j, worker=w, limit_seconds=1),
+    "cancel_running": lambda s, j, w: lifecycle.cancel_running(s, j, worker=w),
+    "prune": lambda s, j, w: lifecycle.prune(s, j, worker=w),
+    "hand_back": lambda s, j, w: lifecycle.hand_back(s, j, worker=w),
+    "preempt": lambda s, j, w: lifecycle.preempt(s, j, worker=w),
+}
+
+
+@pytest.mark.parametrize("end", list(JOB_ENDS))
+def test_every_end_of_a_held_job_ends_its_running_gang(
+        rt: Runtime, sessions: sessionmaker[Session], end: str) -> None:
+    """A user who reads a job ended never reads its gang running (the API shows both)."""
+    job_id, seat = _formed(rt, sessions)
+    if end == "preempt":
+        with sessions.begin() as session:
+            session.execute(update(Job).where(Job.id == job_id).values(preempt_requested=True))
+    with sessions.begin() as session:
+        assert not JOB_ENDS[end](session, job_id, worker("b").slot)  # not node 0: no move
+        assert JOB_ENDS[end](session, job_id, worker("a").slot)
+    assert read(sessions, Gang, seat.gang_id).status == GangStatus.ENDED
+    assert all(m.left_at is not None for m in members(sessions, seat.gang_id))
 
 
 def test_gang_lost_on_a_node_regroups_the_job(rt: Runtime,
