@@ -21,6 +21,7 @@ from tests.integration import s3
 
 PG_ADMIN_URL = os.environ.get("TRAINSERVE_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("TRAINSERVE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+_redis_dbs_in_use: set[int] = set()
 
 # Short leases and fast reconciliation so that failure tests finish in seconds.
 FAST_SETTINGS = {
@@ -72,11 +73,27 @@ def create_database(prefix: str = "trainserve_test") -> tuple[str, Callable[[], 
     return f"{base}/{name}", drop
 
 
+def claim_redis_db() -> tuple[str, Callable[[], None]]:
+    """A Redis database of its own for one service, emptied: REDIS_URL's, or the next free
+    one below it, and the function that frees it. Services that shared one took each
+    other's wake-ups (a worker woken for a job of another service's database finds nothing
+    to run, and the job waits for the reconciler's resend), and each new one's flush
+    emptied the queues of those still running."""
+    base, _, number = REDIS_URL.rpartition("/")
+    db = next((n for n in range(int(number or 0), 0, -1) if n not in _redis_dbs_in_use), None)
+    if db is None:  # database 0, where Redis's clients go by default, is left alone
+        raise RuntimeError(f"every Redis database from {REDIS_URL} down to 1 is in use")
+    _redis_dbs_in_use.add(db)
+    url = f"{base}/{db}"
+    redis.Redis.from_url(url).flushdb()
+    return url, lambda: _redis_dbs_in_use.discard(db)
+
+
 def make_service(backend: str, root: Path, **settings: str) -> tuple[Service, Callable[[], None]]:
     """A migrated service with keys for alice, bob and an admin, its API and one worker.
-    `backend` is sqlite, postgres (a fresh database on the shared server, Redis db 15, a
-    fresh bucket on the suite's S3 server) or custom (the TRAINSERVE_* `settings` given,
-    e.g. a private database and broker)."""
+    `backend` is sqlite, postgres (a fresh database on the shared server, a Redis database
+    of its own (claim_redis_db), a fresh bucket on the suite's S3 server) or custom (the
+    TRAINSERVE_* `settings` given, e.g. a private database and broker)."""
     env = {**os.environ, **FAST_SETTINGS, "TRAINSERVE_DATA_DIR": str(root / "data")}
     for name in ("DATABASE_URL", "BROKER_URL", "ARTIFACT_URL", "S3_ENDPOINT_URL", "CACHE_DIR"):
         env.pop(f"TRAINSERVE_{name}", None)
@@ -89,8 +106,8 @@ def make_service(backend: str, root: Path, **settings: str) -> tuple[Service, Ca
     if backend == "postgres":
         env["TRAINSERVE_DATABASE_URL"], drop = create_database()
         cleanups.append(drop)
-        redis.Redis.from_url(REDIS_URL).flushdb()
-        env["TRAINSERVE_BROKER_URL"] = REDIS_URL
+        env["TRAINSERVE_BROKER_URL"], free = claim_redis_db()
+        cleanups.append(free)
     try:
         service = launch(root, env, backend=backend)
     except BaseException:
