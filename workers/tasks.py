@@ -6,6 +6,8 @@ first (workers/scheduler.py), which may be another than the one the message name
 import logging
 from typing import Any
 
+from celery.exceptions import Reject
+
 from core import logs
 from core.broker import TRAIN_TASK
 from workers import distributed, member, scheduler, shutdown, sweeps
@@ -22,6 +24,12 @@ log = logging.getLogger(__name__)
           bind=True)
 def train_job(self: Any, job_id: str) -> str:
     shutdown.install_child_handler()
+    if shutdown.requested():
+        # A wake-up taken while this worker stops (Celery hands the pool a message it had
+        # fetched before its warm shutdown): claiming would start, and count, an attempt
+        # that the shutdown then kills. The message goes back to the queue for another.
+        log.info("worker stopping: wake-up for job %s given back to the queue", job_id)
+        raise Reject("this worker is stopping", requeue=True)
     rt = runtime()
     queue = (self.request.delivery_info or {}).get("routing_key")
     claimed = scheduler.claim_for_wakeup(rt, job_id, queue)

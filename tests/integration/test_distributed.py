@@ -16,6 +16,7 @@ from safetensors.torch import load as st_load
 
 from tests.integration.service import Service, poll
 from tests.integration.specs import SEED_MLP, small_mlp
+from tests.numerics import REDUCTION_ORDER
 from workers.distributed import RUN_DIR_PREFIX
 
 TWO_PROCS = {"resources": {"nodes": 1, "procs_per_node": 2}}
@@ -80,7 +81,7 @@ def test_a_two_process_job_ends_with_the_weights_of_the_one_process_job(
             assert abs(mine["val_loss"] - theirs["val_loss"]) < 1e-5
         ours, theirs = (_weights(client, job["model_id"]) for job in jobs)
     assert ours.keys() == theirs.keys()
-    assert max(float((ours[k] - theirs[k]).abs().max()) for k in ours) < 1e-5
+    assert max(float((ours[k] - theirs[k]).abs().max()) for k in ours) < REDUCTION_ORDER
 
 
 @pytest.mark.sqlite_only
