@@ -23,7 +23,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from core import fairshare, lifecycle
+from core import fairshare, gangs, lifecycle
 from core.broker import QUEUES, send_wakeup
 from core.db.engine import session_scope
 from core.db.tables import Job, Owner, Quota, utcnow
@@ -138,16 +138,30 @@ def claim_for_wakeup(rt: Runtime, job_id: str,
 
 
 def _take(rt: Runtime, queue: str) -> str | gang.Seat | None:
-    """Join the gang forming on the queue, or claim its best job (forming a gang for it if
-    it is a gang job and this worker is free to): a job id, a seat, or None."""
-    me = gang.candidate(rt, queue)
+    return take(rt, gang.candidate(rt, queue))
+
+
+def take(rt: Runtime, me: gang.Candidate) -> str | gang.Seat | None:
+    """What the worker `me` takes on a wake-up for its queue: it joins the gang forming
+    there, or claims the queue's best job (forming a gang for it if it is a gang job and
+    this worker is free to): a job id, a seat, or None."""
+    queue = me.queue
+    retried: str | None = None
     for _ in range(CLAIM_TRIES):
         seat = gang.join(rt, me)
         if seat is not None:
             return seat
         with rt.sessions() as session:
             free = gang.may_form(session, me)
-        claimed = claim_next(rt.sessions, queue, worker=rt.name,
+            forming = gangs.forming_gang(session, queue)
+        if forming is not None and forming.id != retried:
+            # It may have begun forming after the join looked (another worker, woken by
+            # the same job's other wake-up): join it rather than take nothing, which lost
+            # this wake-up and left that gang to time out. Once per gang: a gang this
+            # worker cannot serve does not keep it from single-node jobs.
+            retried = forming.id
+            continue
+        claimed = claim_next(rt.sessions, queue, worker=me.slot,
                              lease_seconds=rt.settings.lease_seconds,
                              max_attempts=rt.settings.max_attempts, max_procs=me.max_procs,
                              former=me if free else None)

@@ -120,7 +120,7 @@ def test_cancelling_a_two_node_job_stops_both_nodes(two_hosts: Service) -> None:
 
 @pytest.mark.slow
 def test_a_node_killed_mid_epoch_makes_its_job_resume_as_a_new_gang(two_hosts: Service) -> None:
-    service, epochs = two_hosts, 30
+    service, epochs = two_hosts, 12
     spec = {**small_mlp(epochs=epochs, checkpoint_every=1, keep_checkpoints=50), **TWO_NODES}
     with service.client() as client:
         job_id = client.post("/v1/jobs", json=spec).json()["id"]
@@ -148,7 +148,7 @@ def test_a_node_killed_mid_epoch_makes_its_job_resume_as_a_new_gang(two_hosts: S
 def test_sigterm_on_one_node_hands_the_whole_job_back(two_hosts: Service) -> None:
     """The stopping node's flag reaches every rank: node 0 checkpoints and hands the job
     back (no attempt spent), the gang ends, and a new gang resumes it."""
-    service, epochs = two_hosts, 30
+    service, epochs = two_hosts, 12
     spec = {**small_mlp(epochs=epochs, checkpoint_every=1, keep_checkpoints=50), **TWO_NODES}
     with service.client() as client:
         job_id = client.post("/v1/jobs", json=spec).json()["id"]

@@ -19,7 +19,7 @@ from core.config import Settings
 from core.db.tables import Gang, GangMember, Job, Owner, new_id, utcnow
 from core.lifecycle import GangStatus, JobStatus
 from tests.unit.databases import BACKENDS, tables_engine
-from workers import gang, member
+from workers import gang, member, scheduler
 from workers.runtime import Runtime
 from workers.scheduler import RACED, claim_next
 
@@ -70,16 +70,7 @@ def jobs(sessions: sessionmaker[Session], *shapes: tuple[int, int]) -> list[str]
         return [row.id for row in rows]
 
 
-def take(rt: Runtime, me: gang.Candidate) -> str | gang.Seat | None:
-    """What workers/scheduler.py's _take does for the worker `me`."""
-    seat = gang.join(rt, me)
-    if seat is not None:
-        return seat
-    with rt.sessions() as session:
-        free = gang.may_form(session, me)
-    return claim_next(rt.sessions, me.queue, worker=me.slot, lease_seconds=30,
-                      max_attempts=MAX_ATTEMPTS, max_procs=me.max_procs,
-                      former=me if free else None)
+take = scheduler.take
 
 
 def read(sessions: sessionmaker[Session], model: Any, ident: str) -> Any:
@@ -98,6 +89,35 @@ def reason(sessions: sessionmaker[Session], job_id: str) -> str | None:
 
 
 # -- formation -------------------------------------------------------------------------------
+
+def test_a_gang_that_forms_after_the_join_looked_is_joined_not_missed(
+        rt: Runtime, sessions: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two workers woken by one job's two wake-ups: b's join finds no gang, a forms one
+    just then, and b must join it rather than take nothing (its wake-up would be spent and
+    a's gang left to time out)."""
+    (job_id,) = jobs(sessions, (2, 1))
+    a, b = worker("a"), worker("b")
+    join, formed = gang.join, []
+
+    def join_while_a_forms(rt: Runtime, me: gang.Candidate) -> gang.Seat | None:
+        seat = join(rt, me)
+        if me is b and not formed:
+            formed.append(take(rt, a))
+        return seat
+    monkeypatch.setattr(gang, "join", join_while_a_forms)
+    second = take(rt, b)
+    assert isinstance(formed[0], gang.Seat) and formed[0].node_rank == 0
+    assert isinstance(second, gang.Seat) and second.node_rank == 1
+    assert read(sessions, Job, job_id).status == JobStatus.RUNNING
+
+
+def test_a_gang_this_worker_cannot_serve_does_not_keep_it_from_other_jobs(
+        rt: Runtime, sessions: sessionmaker[Session]) -> None:
+    gang_job, single = jobs(sessions, (2, 2), (1, 1))
+    assert isinstance(take(rt, worker("a")), gang.Seat)  # forming, 2 procs a node
+    assert take(rt, worker("b", max_procs=1)) == single
+    assert read(sessions, Job, gang_job).status == JobStatus.QUEUED
+
 
 def test_a_gang_forms_when_its_second_worker_joins(rt: Runtime,
                                                    sessions: sessionmaker[Session]) -> None:
