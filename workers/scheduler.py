@@ -17,6 +17,7 @@ once cannot both take an owner's last free slot.
 """
 
 import logging
+import time
 
 from celery import Celery
 from sqlalchemy import func, select, update
@@ -36,6 +37,7 @@ from workers.runtime import Runtime
 log = logging.getLogger(__name__)
 # Times one wake-up looks again after losing a race for the job it picked.
 CLAIM_TRIES = 8
+SKIPPED_ROW_SECONDS = 0.05  # a claim in flight commits within this (take's second look)
 # claim_next's answer when the gang it formed lost to another one forming at once.
 RACED = "raced"
 
@@ -147,6 +149,7 @@ def take(rt: Runtime, me: gang.Candidate) -> str | gang.Seat | None:
     this worker is free to): a job id, a seat, or None."""
     queue = me.queue
     retried: str | None = None
+    looked_again = False
     for _ in range(CLAIM_TRIES):
         seat = gang.join(rt, me)
         if seat is not None:
@@ -165,6 +168,14 @@ def take(rt: Runtime, me: gang.Candidate) -> str | gang.Seat | None:
                              lease_seconds=rt.settings.lease_seconds,
                              max_attempts=rt.settings.max_attempts, max_procs=me.max_procs,
                              former=me if free else None)
+        if claimed is None and not looked_again:
+            # On PostgreSQL the claim skips rows other workers hold (SKIP LOCKED): a worker
+            # forming a gang holds its job's row until that gang commits, milliseconds on,
+            # and the other workers woken for the same job found nothing. Look once more
+            # after them, and join that gang.
+            looked_again = True
+            time.sleep(SKIPPED_ROW_SECONDS)
+            continue
         if claimed != RACED:
             return claimed
     return None

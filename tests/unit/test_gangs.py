@@ -4,6 +4,7 @@ timeout, a stale member or a cancel does), with workers named as distinct proces
 
 import itertools
 import threading
+import types
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -107,6 +108,48 @@ def test_a_gang_that_forms_after_the_join_looked_is_joined_not_missed(
     monkeypatch.setattr(gang, "join", join_while_a_forms)
     second = take(rt, b)
     assert isinstance(formed[0], gang.Seat) and formed[0].node_rank == 0
+    assert isinstance(second, gang.Seat) and second.node_rank == 1
+    assert read(sessions, Job, job_id).status == JobStatus.RUNNING
+
+
+def test_a_worker_that_skipped_the_row_of_a_forming_gang_joins_it(
+        rt: Runtime, sessions: sessionmaker[Session], engine: Engine,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """PostgreSQL's claim skips a row another worker holds: b, woken while a forms the gang
+    (its job's row locked until a commits), looks again after a's commit and joins."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SKIP LOCKED is PostgreSQL's (SQLite has one writer)")
+    (job_id,) = jobs(sessions, (2, 1))
+    a, b = worker("a"), worker("b")
+    form, claim = gang.form, scheduler.claim_next
+    locked, b_looked, a_done = threading.Event(), threading.Event(), threading.Event()
+
+    def form_until_b_looked(session: Session, me: gang.Candidate, job: Any) -> gang.Seat:
+        seat = form(session, me, job)
+        locked.set()
+        assert b_looked.wait(10)  # a's row stays locked until b's claim has looked
+        return seat
+
+    def claim_then_tell(*args: Any, **kwargs: Any) -> Any:
+        found = claim(*args, **kwargs)
+        if kwargs["worker"] == b.slot:
+            b_looked.set()
+        return found
+    monkeypatch.setattr(gang, "form", form_until_b_looked)
+    monkeypatch.setattr(scheduler, "claim_next", claim_then_tell)
+    # b's pause before it looks again lasts until a's claim has committed
+    monkeypatch.setattr(scheduler, "time", types.SimpleNamespace(sleep=lambda _: a_done.wait(10)))
+    node0: list[Any] = []
+
+    def a_takes() -> None:
+        node0.append(take(rt, a))
+        a_done.set()
+    forming = threading.Thread(target=a_takes)
+    forming.start()
+    assert locked.wait(10)
+    second = take(rt, b)
+    forming.join(10)
+    assert isinstance(node0[0], gang.Seat) and node0[0].node_rank == 0
     assert isinstance(second, gang.Seat) and second.node_rank == 1
     assert read(sessions, Job, job_id).status == JobStatus.RUNNING
 
