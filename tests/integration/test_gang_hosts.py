@@ -148,7 +148,7 @@ def test_a_node_killed_mid_epoch_makes_its_job_resume_as_a_new_gang(two_hosts: S
 def test_sigterm_on_one_node_hands_the_whole_job_back(two_hosts: Service) -> None:
     """The stopping node's flag reaches every rank: node 0 checkpoints and hands the job
     back (no attempt spent), the gang ends, and a new gang resumes it."""
-    service, epochs = two_hosts, 12
+    service, epochs = two_hosts, 30  # the stop must land well before the end
     spec = {**small_mlp(epochs=epochs, checkpoint_every=1, keep_checkpoints=50), **TWO_NODES}
     with service.client() as client:
         job_id = client.post("/v1/jobs", json=spec).json()["id"]
